@@ -1,0 +1,43 @@
+# Set-up is idempotent and cache-friendly: the virtual environment and the Delta jars live outside the
+# clone, keyed by what they contain, so a fresh clone reuses them and only a changed lock rebuilds.
+SHELL := /bin/bash
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/towerssl
+LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-12)
+VENV ?= $(CACHE_DIR)/venv-$(LOCK_HASH)
+PYTHON := $(VENV)/bin/python
+DELTA_VERSION := 3.3.2
+export TOWERSSL_JARS_DIR ?= $(CACHE_DIR)/jars/delta-$(DELTA_VERSION)
+export PYTHONHASHSEED := 0
+DEMO_DIR ?= out/demo
+
+.PHONY: setup test demo bench clean python
+
+setup: $(VENV)/.installed $(TOWERSSL_JARS_DIR)/.fetched
+	@$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+$(VENV)/.installed: requirements.lock
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade "pip>=24"
+	$(VENV)/bin/pip install -r requirements.lock
+	touch $@
+
+# Delta's Spark connector is not in the delta-spark wheel: fetch it (and delta-storage) from Maven Central.
+$(TOWERSSL_JARS_DIR)/.fetched:
+	mkdir -p $(TOWERSSL_JARS_DIR)
+	for a in delta-spark_2.12 delta-storage; do \
+	  mvn -q dependency:copy -Dartifact=io.delta:$$a:$(DELTA_VERSION) -DoutputDirectory=$(TOWERSSL_JARS_DIR) || exit 1; \
+	done
+	touch $@
+
+test: setup
+	$(PYTHON) -m pytest -q tests
+
+demo: setup
+	$(VENV)/bin/towerssl demo --out $(DEMO_DIR)
+
+clean:
+	rm -rf out spark-warehouse metastore_db derby.log .pytest_cache
+
+# Prints the interpreter of the project's environment (for scripts and editors).
+python:
+	@echo $(PYTHON)

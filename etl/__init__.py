@@ -1,0 +1,1 @@
+"""Spark ETL: raw logs to validated, encoded Delta tables."""

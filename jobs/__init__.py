@@ -1,0 +1,1 @@
+"""Entry points run by spark-submit and schedulers; each is a thin wrapper over a towerssl command."""

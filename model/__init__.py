@@ -1,0 +1,1 @@
+"""Pure PyTorch model: feature spec, towers, losses and self-supervised augmentations."""

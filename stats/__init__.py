@@ -1,0 +1,1 @@
+"""Spark statistics: item popularity and the mutual information between item feature fields."""

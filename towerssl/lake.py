@@ -1,0 +1,77 @@
+"""Reading and writing the Delta tables of a lake directory (LAKE_DIR/<table>)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+
+class MissingTableError(FileNotFoundError):
+    """A Delta table a stage needs is not in the lake."""
+
+
+def table_path(lake: str | Path, table: str) -> str:
+    return str(Path(lake) / table) if "://" not in str(lake) else f"{str(lake).rstrip('/')}/{table}"
+
+
+def latest_version(spark: SparkSession, path: str) -> int:
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        raise MissingTableError(f"no Delta table at {path}")
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def read_table(spark: SparkSession, lake: str | Path, table: str, version: int | None = None) -> DataFrame:
+    path = table_path(lake, table)
+    if version is None:
+        latest_version(spark, path)  # raises a clear error when the table is missing
+        return spark.read.format("delta").load(path)
+    return spark.read.format("delta").option("versionAsOf", version).load(path)
+
+
+def write_table(df: DataFrame, lake: str | Path, table: str, run_id: str, config: dict[str, Any]) -> None:
+    """Overwrite the table in one Delta commit that records the run id and the job config.
+
+    A failing write commits nothing, so readers keep seeing the previous version.
+    """
+    metadata = json.dumps({"run_id": run_id, "config": config}, sort_keys=True, default=str)
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .option("userMetadata", metadata)
+        .save(table_path(lake, table))
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The exact data files of one table version: what a reader outside Spark may read."""
+
+    path: str
+    version: int
+    files: tuple[str, ...]
+
+
+def pinned_snapshot(spark: SparkSession, lake: str | Path, table: str, version: int | None = None) -> Snapshot:
+    """The file list of a table version (latest if None). Never list the raw directory: it also holds
+    files that earlier versions removed."""
+    path = table_path(lake, table)
+    version = latest_version(spark, path) if version is None else version
+    files = spark.read.format("delta").option("versionAsOf", version).load(path).inputFiles()
+    return Snapshot(path=path, version=version, files=tuple(sorted(files)))
+
+
+def commit_metadata(spark: SparkSession, lake: str | Path, table: str) -> dict[str, Any]:
+    """The run id and config recorded by the latest write of a table."""
+    from delta.tables import DeltaTable
+
+    path = table_path(lake, table)
+    latest_version(spark, path)
+    row = DeltaTable.forPath(spark, path).history(1).select("userMetadata").first()
+    return json.loads(row[0]) if row and row[0] else {}

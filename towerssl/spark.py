@@ -1,0 +1,59 @@
+"""The one SparkSession factory every job and test uses.
+
+Delta is always enabled. Outside spark-submit the Delta jars come from the directory that `make setup`
+fills (TOWERSSL_JARS_DIR); if it is missing, Spark resolves the same Maven coordinates itself. Under
+spark-submit (or on a cluster) the caller's --jars/--packages and --master win: nothing local is baked in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+DELTA_VERSION = "3.3.2"
+DELTA_PACKAGES = (f"io.delta:delta-spark_2.12:{DELTA_VERSION}", f"io.delta:delta-storage:{DELTA_VERSION}")
+
+_DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # Deterministic output and sane defaults for small local machines; all overridable.
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def _launched_by_spark_submit() -> bool:
+    """spark-submit starts the JVM first and hands Python its gateway port."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def delta_jars() -> list[str]:
+    """Jar paths from TOWERSSL_JARS_DIR (filled by `make setup`), or [] if they are not there."""
+    jar_dir = Path(os.environ.get("TOWERSSL_JARS_DIR", Path.home() / ".cache/towerssl/jars" / f"delta-{DELTA_VERSION}"))
+    jars = sorted(str(p) for p in jar_dir.glob("delta-*.jar"))
+    return jars if len(jars) == len(DELTA_PACKAGES) else []
+
+
+def spark_session(app_name: str = "towerssl", master: str | None = None, conf: dict[str, str] | None = None) -> SparkSession:
+    """Get or create the SparkSession with Delta enabled.
+
+    master: None keeps what spark-submit set, else local[*]. conf: extra or overriding Spark settings.
+    """
+    builder = SparkSession.builder.appName(app_name)
+    if master or not _launched_by_spark_submit():
+        builder = builder.master(master or os.environ.get("TOWERSSL_SPARK_MASTER", "local[*]"))
+    settings = dict(_DELTA_CONF)
+    if not _launched_by_spark_submit():
+        jars = delta_jars()
+        if jars:
+            settings["spark.jars"] = ",".join(jars)
+        else:
+            settings["spark.jars.packages"] = ",".join(DELTA_PACKAGES)
+    settings.update(conf or {})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
