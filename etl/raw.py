@@ -1,0 +1,47 @@
+"""Raw input as the ETL sees it: string-typed records that still carry their source file and raw text.
+
+Every reader (the generic raw layout, the MovieLens formats) produces a RawInput; validation, encoding and
+the rejects table then work the same for all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+
+OWNERS = ("item", "user")
+SOURCE_COL = "_source"  # the file a record came from
+RAW_COL = "_raw"  # the record's original text (for the rejects table)
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    """One feature field of the raw data. Multi-valued fields arrive as one string joined by `sep`."""
+
+    name: str
+    owner: str
+    multi: bool = False
+    sep: str = "|"
+    max_len: int | None = None  # None: the ETL config's default length for multi-valued fields
+
+    def __post_init__(self) -> None:
+        if self.owner not in OWNERS:
+            raise ValueError(f"field {self.name!r}: owner must be one of {OWNERS}, got {self.owner!r}")
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """String columns plus SOURCE_COL and RAW_COL on every frame.
+
+    interactions: user_id, item_id, timestamp (unix seconds).
+    items: item_id + one column per item field. users: user_id + one column per user field, or None.
+    """
+
+    interactions: DataFrame
+    items: DataFrame
+    users: DataFrame | None
+    fields: tuple[FieldDef, ...]
+
+    def fields_of(self, owner: str) -> tuple[FieldDef, ...]:
+        return tuple(f for f in self.fields if f.owner == owner)

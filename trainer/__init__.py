@@ -1,0 +1,1 @@
+"""The trainer: Petastorm feed from Delta, training loop, evaluation and export."""
