@@ -1,0 +1,54 @@
+"""Model hyperparameters in one dataclass, so the trainer builds towers, losses and augmentations from one config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+AUGMENTATIONS = ("none", "mask", "dropout", "complementary", "cfm")
+MI_RANKINGS = ("nmi", "mi")
+FREQUENCY_SOURCES = ("table", "streaming")
+
+
+@dataclass
+class ModelConfig:
+    """Tower sizes, loss settings and the SSL augmentation; see docs/model.md for what each one does."""
+
+    embedding_dim: int = 32  # per field
+    hidden_dims: tuple[int, ...] = (256,)  # MLP hidden layers (Linear -> LayerNorm -> ReLU each)
+    output_dim: int = 64
+    layer_norm: bool = True  # LayerNorm in the MLP; never BatchNorm (masked SSL views would skew its running stats)
+    temperature: float = 0.05
+    logq: bool = True  # subtract log p_j from every logit
+    frequency: str = "table"  # where p_j comes from: "table" (Spark item_stats) | "streaming" (Yi et al. estimator)
+    streaming_buckets: int = 1 << 20
+    streaming_hashes: int = 2
+    streaming_alpha: float = 0.01  # EMA rate of the average gap
+    mixed_negatives: int = 0  # extra negatives sampled uniformly from the corpus per batch
+    alpha: float = 1.0  # weight of the SSL loss; 0 turns SSL off
+    ssl_batch_size: int = 1024  # m, items sampled uniformly per step for the SSL loss
+    augmentation: str = "cfm"  # none | mask | dropout | complementary | cfm
+    mask_rate: float = 0.1  # "mask": per-field masking probability ...
+    mask_rates: dict[str, float] = field(default_factory=dict)  # ... overridden per field name
+    dropout_rate: float = 0.5  # share of multi-valued values dropped
+    dropout_with_masking: bool = True  # also drop multi-valued values under mask / complementary / cfm
+    mi_ranking: str = "nmi"  # CFM partners by normalized MI ("nmi") or raw MI ("mi")
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(int(d) for d in self.hidden_dims)  # YAML gives lists
+        checks = [
+            (self.augmentation in AUGMENTATIONS, f"augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}"),
+            (self.mi_ranking in MI_RANKINGS, f"mi_ranking must be one of {MI_RANKINGS}, got {self.mi_ranking!r}"),
+            (self.frequency in FREQUENCY_SOURCES, f"frequency must be one of {FREQUENCY_SOURCES}, got {self.frequency!r}"),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
+            (min(self.embedding_dim, self.output_dim, self.ssl_batch_size) >= 1, "embedding_dim, output_dim and ssl_batch_size must be >= 1"),
+            (all(d >= 1 for d in self.hidden_dims), f"hidden_dims must be positive, got {self.hidden_dims}"),
+            (self.mixed_negatives >= 0, f"mixed_negatives must be >= 0, got {self.mixed_negatives}"),
+            (0 <= self.dropout_rate < 1, f"dropout_rate must be in [0, 1), got {self.dropout_rate}"),
+            (all(0 <= r <= 1 for r in [self.mask_rate, *self.mask_rates.values()]), "mask rates must be in [0, 1]"),
+            (0 < self.streaming_alpha <= 1, f"streaming_alpha must be in (0, 1], got {self.streaming_alpha}"),
+            (self.streaming_buckets >= 1 and self.streaming_hashes >= 1, "streaming_buckets and streaming_hashes must be >= 1"),
+        ]
+        errors = [message for ok, message in checks if not ok]
+        if errors:
+            raise ValueError("model config: " + "; ".join(errors))
