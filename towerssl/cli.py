@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from towerssl.config import ConfigError
+from towerssl.errors import UsageError
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -15,10 +15,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "etl": ("towerssl.etl.job", "raw logs -> validated, encoded Delta tables"),
     "stats": ("towerssl.stats.job", "item popularity and the feature mutual-information matrix"),
 }
-
-
-class UsageError(RuntimeError):
-    """An input the user must fix; printed as one line without a traceback."""
 
 
 def _parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -44,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (UsageError, ConfigError, FileNotFoundError) as error:
+    except (UsageError, FileNotFoundError) as error:
         print(f"towerssl {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -8,10 +8,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from towerssl.errors import UsageError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A config file or option that cannot be used; the message names the file and key."""
 
 

@@ -9,8 +9,10 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from towerssl.errors import UsageError
 
-class MissingTableError(FileNotFoundError):
+
+class MissingTableError(UsageError, FileNotFoundError):
     """A Delta table a stage needs is not in the lake."""
 
 

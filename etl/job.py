@@ -1,0 +1,231 @@
+"""The ETL job: raw logs -> validated, encoded Delta tables (items, users, *_clicks, vocab, fields, rejects).
+
+Everything that can make the run unusable (missing file or column, empty input, bad config) fails before
+the first table is written, and each table is replaced in one Delta commit, so a failed run leaves the
+previous tables readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from towerssl.config import build_config, config_dict
+from towerssl.errors import UsageError
+from towerssl.etl.layout import RawInputError, read_raw_layout
+from towerssl.etl.raw import FieldDef, RawInput
+from towerssl.etl.split import STRATEGIES, split_global, split_per_user
+from towerssl.etl.validate import check_entities, check_interactions
+from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, long_values, value_counts
+from towerssl.lake import MissingTableError, read_table, write_table
+from towerssl.spark import spark_session
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("raw", "movielens-100k", "movielens-1m", "movielens-latest-small")
+RESERVED = {"item", "user", "item_id", "user_id", "item_idx", "user_idx", "timestamp", "split"}
+TABLES = ("items", "users", "train_clicks", "valid_clicks", "test_clicks", "vocab", "fields", "rejects")
+
+
+@dataclass(frozen=True)
+class EtlConfig:
+    input: str
+    lake: str
+    format: str = "raw"
+    split: str = "global"  # global | per-user
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    valid_from: int | None = None  # global split with explicit cutoffs (unix seconds, inclusive)
+    test_from: int | None = None
+    min_user_clicks: int = 3  # per-user split: users with fewer clicks keep all of them in train
+    min_count: int = 1  # feature values seen on fewer items (users) map to unknown
+    id_min_count: int = 1  # item / user ids with fewer training clicks map to unknown
+    multi_length: int = 8  # padded length of multi-valued fields without their own max_len
+    multi_hard_limit: int = 256  # more values than this in one field: the row is rejected
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.split not in STRATEGIES:
+            raise UsageError(f"split must be one of {', '.join(STRATEGIES)}, got {self.split!r}")
+        if not (0 <= self.valid_fraction < 1 and 0 < self.test_fraction < 1 and self.valid_fraction + self.test_fraction < 1):
+            raise UsageError("valid_fraction and test_fraction must be in [0, 1) and sum to less than 1")
+
+
+def read_input(spark: SparkSession, config: EtlConfig) -> RawInput:
+    if config.format == "raw":
+        return read_raw_layout(spark, config.input)
+    from towerssl.etl.movielens import read_movielens
+
+    return read_movielens(spark, config.input, config.format)
+
+
+def _check_field_names(fields: tuple[FieldDef, ...]) -> None:
+    names = [f.name for f in fields]
+    clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & RESERVED))
+    if clash:
+        raise RawInputError(f"feature field names must be unique and not reserved ({', '.join(sorted(RESERVED))}): {', '.join(clash)}")
+
+
+def _persisted(df: DataFrame) -> DataFrame:
+    return df.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _field_rows(fields: tuple[FieldDef, ...], lengths: dict[str, int | None], vocab: DataFrame) -> list[dict[str, Any]]:
+    top = dict(vocab.groupBy("field").agg(F.max("index")).collect())
+    ordered = [("item", "item")] + [(f.name, f.owner) for f in fields if f.owner == "item"]
+    ordered += [("user", "user")] + [(f.name, f.owner) for f in fields if f.owner == "user"]
+    return [
+        {"field": name, "owner": owner, "multi": lengths[name] is not None, "length": lengths[name] or 1,
+         "cardinality": max(int(top.get(name) or 2), 2) + 1, "position": position}
+        for position, (name, owner) in enumerate(ordered)
+    ]
+
+
+def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -> dict[str, Any]:
+    """Run the job and return its summary (counts per table and per reject reason)."""
+    run_id = run_id or uuid.uuid4().hex[:12]
+    started = time.time()
+    raw = read_input(spark, config)
+    _check_field_names(raw.fields)
+    item_fields = [f for f in raw.fields if f.owner == "item"]
+    user_fields = [f for f in raw.fields if f.owner == "user"]
+    lengths = {"item": None, "user": None} | {f.name: (f.max_len or config.multi_length) if f.multi else None for f in raw.fields}
+
+    rows_in = {"interactions": raw.interactions.count(), "items": raw.items.count()}
+    if raw.users is not None:
+        rows_in["users"] = raw.users.count()
+    for name, count in rows_in.items():
+        if count == 0:
+            raise RawInputError(f"{config.input}: the {name} input has no rows")
+    log.info("read %s", ", ".join(f"{n:,} {k}" for k, n in rows_in.items()))
+
+    items = check_entities(raw.items, "items", "item_id", tuple(item_fields), config.multi_hard_limit)
+    valid_items = _persisted(items.valid)
+    users = check_entities(raw.users, "users", "user_id", tuple(user_fields), config.multi_hard_limit) if raw.users is not None else None
+    valid_users = _persisted(users.valid) if users is not None else None
+    clicks = check_interactions(raw.interactions, valid_items.select("item_id"), valid_users.select("user_id") if valid_users is not None else None)
+    valid_clicks = clicks.valid
+    if config.split == "global":
+        split = split_global(valid_clicks, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
+    else:
+        split = split_per_user(valid_clicks, config.valid_fraction, config.test_fraction, config.min_user_clicks)
+    split = _persisted(split)
+    train = split.where(F.col("split") == "train")
+    if train.limit(1).count() == 0:
+        raise RawInputError(f"{config.input}: no valid click falls in the training window")
+    if valid_users is None:  # no user features: users are the valid clickers, with only the id field
+        valid_users = _persisted(split.select("user_id").distinct())
+
+    # Vocabularies: feature values count entities, ids count training clicks; earlier indices are kept.
+    item_values = long_values(valid_items, "item_id", [f.name for f in item_fields])
+    user_values = long_values(valid_users, "user_id", [f.name for f in user_fields])
+    counts = value_counts(item_values.select("field", "value").unionByName(user_values.select("field", "value")), train, list(ID_FIELDS))
+    try:
+        previous = _persisted(read_table(spark, config.lake, "vocab"))
+        previous.count()
+    except MissingTableError:
+        previous = None
+    vocab = _persisted(build_vocab(counts, previous, config.min_count, config.id_min_count))
+    vocab.count()
+
+    def with_id(values: DataFrame, key: str, field: str) -> DataFrame:
+        entities = valid_items if key == "item_id" else valid_users
+        ids = entities.select(key, F.lit(field).alias("field"), F.lit(0).alias("pos"), F.col(key).cast("string").alias("value"))
+        return values.unionByName(ids)
+
+    def with_index(encoded: DataFrame, key: str, index: str) -> DataFrame:
+        return encoded.withColumn(index, (F.row_number().over(Window.orderBy(key)) - 1).cast("int"))
+
+    item_lengths = {"item": None} | {f.name: lengths[f.name] for f in item_fields}
+    user_lengths = {"user": None} | {f.name: lengths[f.name] for f in user_fields}
+    items_table = _persisted(with_index(encode(valid_items, "item_id", with_id(item_values, "item_id", "item"), vocab, item_lengths), "item_id", "item_idx"))
+    users_table = _persisted(with_index(encode(valid_users, "user_id", with_id(user_values, "user_id", "user"), vocab, user_lengths), "user_id", "user_idx"))
+    items_table = items_table.select("item_idx", "item_id", *item_lengths)
+    users_table = users_table.select("user_idx", "user_id", *user_lengths)
+
+    clicks_indexed = (
+        split.join(items_table.select("item_id", "item_idx"), "item_id")
+        .join(users_table.select("user_id", "user_idx"), "user_id")
+        .select("user_idx", "item_idx", "user_id", "item_id", "timestamp", "split")
+    )
+    rejects = items.rejects
+    if users is not None:
+        rejects = rejects.unionByName(users.rejects)
+    rejects = _persisted(rejects.unionByName(clicks.rejects).withColumn("run_id", F.lit(run_id)))
+
+    # Conservation: every input row is written or rejected, per input.
+    reject_counts = {(r["input"], r["reason"]): r["count"] for r in rejects.groupBy("input", "reason").count().collect()}
+    split_counts = dict(split.groupBy("split").count().collect())
+    rows_out = {"interactions": sum(split_counts.values()), "items": items_table.count(), "users": users_table.count()}
+    for name, count in rows_in.items():
+        rejected = sum(n for (source, _), n in reject_counts.items() if source == name)
+        if count != rows_out[name] + rejected:
+            raise RuntimeError(f"row count not conserved for {name}: {count} in, {rows_out[name]} written, {rejected} rejected")
+    for (source, reason), count in sorted(reject_counts.items()):
+        log.warning("rejected %d %s rows: %s", count, source, reason)
+
+    config_record = config_dict(config)
+    field_rows = _field_rows(raw.fields, lengths, vocab)
+    outputs = {
+        "vocab": vocab,
+        "items": items_table,
+        "users": users_table,
+        **{f"{s}_clicks": clicks_indexed.where(F.col("split") == s).drop("split") for s in ("train", "valid", "test")},
+        "fields": spark.createDataFrame(field_rows, "field string, owner string, multi boolean, length int, cardinality int, position int"),
+        "rejects": rejects,
+    }
+    for table, df in outputs.items():
+        write_table(df, config.lake, table, run_id, config_record)
+    new_items = items_table.join(train.select("item_id").distinct(), "item_id", "left_anti").count()
+    summary = {
+        "run_id": run_id,
+        "rows_in": rows_in,
+        "rows_written": {**rows_out, **{f"{s}_clicks": split_counts.get(s, 0) for s in ("train", "valid", "test")}},
+        "rows_rejected": {f"{source}: {reason}": n for (source, reason), n in sorted(reject_counts.items())},
+        "new_items": new_items,
+        "seconds": round(time.time() - started, 1),
+    }
+    log.info("etl done: %s", json.dumps(summary))
+    for df in (valid_items, valid_users, split, vocab, items_table, users_table, rejects):
+        df.unpersist()
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="raw input directory (the raw layout, or a MovieLens directory)")
+    parser.add_argument("--lake", required=True, help="output directory of the Delta tables (LAKE_DIR/<table>)")
+    parser.add_argument("--format", choices=FORMATS, help="input format (default: raw)")
+    parser.add_argument("--config", help="YAML file; its `etl:` section sets any option below (flags win)")
+    parser.add_argument("--split", choices=STRATEGIES, help="global (default): last clicks of all; per-user: each user's last clicks")
+    parser.add_argument("--valid-fraction", type=float, help="share of clicks in the validation window (default 0.1)")
+    parser.add_argument("--test-fraction", type=float, help="share of clicks in the test window (default 0.1)")
+    parser.add_argument("--valid-from", type=int, help="global split: first validation timestamp (unix seconds)")
+    parser.add_argument("--test-from", type=int, help="global split: first test timestamp (unix seconds); wins over fractions")
+    parser.add_argument("--min-user-clicks", type=int, help="per-user split: fewer clicks keep the user all in train (default 3)")
+    parser.add_argument("--min-count", type=int, help="feature values on fewer items/users map to unknown (default 1)")
+    parser.add_argument("--id-min-count", type=int, help="ids with fewer training clicks map to unknown (default 1)")
+    parser.add_argument("--multi-length", type=int, help="padded length of multi-valued fields (default 8)")
+    parser.add_argument("--multi-hard-limit", type=int, help="reject rows with more values than this in a field (default 256)")
+    parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
+
+
+def config_from_args(args: argparse.Namespace) -> EtlConfig:
+    overrides = {k: v for k, v in vars(args).items() if k not in {"config", "master", "command", "verbose"}}
+    return build_config(EtlConfig, args.config, overrides, section="etl")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    spark = spark_session("towerssl-etl", master=args.master)
+    run_etl(spark, config)
+    return 0

@@ -1,0 +1,97 @@
+"""Reader for the generic raw layout (docs/tables.md): schema.yaml plus CSV or Parquet files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, StringType, StructField, StructType
+
+from towerssl.errors import UsageError
+from towerssl.etl.raw import RAW_COL, SOURCE_COL, FieldDef, RawInput
+
+CORRUPT_COL = "_corrupt"
+FORMATS = ("csv", "parquet")
+ID_COLUMNS = {"interactions": ("user_id", "item_id", "timestamp"), "items": ("item_id",), "users": ("user_id",)}
+
+
+class RawInputError(UsageError):
+    """The raw input cannot be used at all (missing file or column, empty input); names what is wrong."""
+
+
+def read_schema(raw_dir: str | Path) -> dict:
+    path = Path(raw_dir) / "schema.yaml"
+    if not path.is_file():
+        raise RawInputError(f"{path}: schema file not found (see docs/tables.md for the raw layout)")
+    schema = yaml.safe_load(path.read_text()) or {}
+    fmt = schema.get("format", "csv")
+    if fmt not in FORMATS:
+        raise RawInputError(f"{path}: format must be one of {FORMATS}, got {fmt!r}")
+    for key in ("interactions", "items"):
+        if key not in schema:
+            raise RawInputError(f"{path}: missing key {key!r}")
+    try:
+        schema["fields"] = tuple(FieldDef(**f) for f in schema.get("fields", []))
+    except (TypeError, ValueError) as error:
+        raise RawInputError(f"{path}: bad field definition: {error}") from error
+    return schema
+
+
+def _read_csv(spark: SparkSession, path: str, required: list[str]) -> DataFrame:
+    header = spark.read.option("header", True).csv(path).columns
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise RawInputError(f"{path}: missing required column(s) {', '.join(missing)} (header: {', '.join(header)})")
+    schema = StructType([StructField(c, StringType()) for c in header] + [StructField(CORRUPT_COL, StringType())])
+    df = (
+        spark.read.option("header", True)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT_COL)
+        .option("enforceSchema", False)
+        .schema(schema)
+        .csv(path)
+    )
+    raw = F.coalesce(F.col(CORRUPT_COL), F.concat_ws(",", *[F.coalesce(F.col(c), F.lit("")) for c in header]))
+    return df.withColumn(RAW_COL, raw).withColumn(SOURCE_COL, F.input_file_name()).select(*required, CORRUPT_COL, RAW_COL, SOURCE_COL)
+
+
+def _read_parquet(spark: SparkSession, path: str, required: list[str], seps: dict[str, str]) -> DataFrame:
+    df = spark.read.parquet(path)
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise RawInputError(f"{path}: missing required column(s) {', '.join(missing)} (columns: {', '.join(df.columns)})")
+
+    def as_string(name: str):
+        if isinstance(df.schema[name].dataType, ArrayType):
+            return F.array_join(F.col(name).cast("array<string>"), seps.get(name, "|")).alias(name)
+        return F.col(name).cast("string").alias(name)
+
+    return df.select(
+        *[as_string(c) for c in required],
+        F.lit(None).cast("string").alias(CORRUPT_COL),
+        F.to_json(F.struct(*df.columns)).alias(RAW_COL),
+        F.input_file_name().alias(SOURCE_COL),
+    )
+
+
+def read_raw_layout(spark: SparkSession, raw_dir: str | Path) -> RawInput:
+    """Read the three inputs as string columns; missing files or columns stop here with a clear error."""
+    schema = read_schema(raw_dir)
+    fields: tuple[FieldDef, ...] = schema["fields"]
+
+    def read(kind: str) -> DataFrame:
+        path = Path(raw_dir) / schema[kind]
+        if not path.exists():
+            raise RawInputError(f"{path}: {kind} input not found (named in {Path(raw_dir) / 'schema.yaml'})")
+        owner = {"items": "item", "users": "user"}.get(kind)
+        required = list(ID_COLUMNS[kind]) + [f.name for f in fields if f.owner == owner]
+        if schema["format"] == "csv":
+            return _read_csv(spark, str(path), required)
+        return _read_parquet(spark, str(path), required, {f.name: f.sep for f in fields})
+
+    users = read("users") if schema.get("users") else None
+    if users is None and any(f.owner == "user" for f in fields):
+        raise RawInputError(f"{Path(raw_dir) / 'schema.yaml'}: user fields are listed but no users input is named")
+    return RawInput(interactions=read("interactions"), items=read("items"), users=users, fields=fields)

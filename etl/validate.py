@@ -1,0 +1,130 @@
+"""Row validation: every raw record ends up either typed and valid or in the rejects frame with a reason.
+
+Checks run in a fixed order and the first failing one names the reason (and the field), so the counts per
+reason are stable. Nothing is dropped silently: callers assert rows in = rows kept + rows rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from towerssl.etl.layout import CORRUPT_COL
+from towerssl.etl.raw import RAW_COL, SOURCE_COL, FieldDef
+
+REJECT_COLUMNS = ("input", "source", "field", "reason", "raw")
+_ID_PATTERN = r"^\s*[0-9]{1,18}\s*$"  # non-negative and fits in a long
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Valid rows (typed) and rejected rows (REJECT_COLUMNS) of one input."""
+
+    valid: DataFrame
+    rejects: DataFrame
+
+
+def _first_failure(checks: list[tuple[Column, str | None, Column | str]]) -> Column:
+    """struct(field, reason) of the first check whose condition holds, else null."""
+    expr = None
+    for condition, field, reason in checks:
+        value = F.struct(F.lit(field).cast("string").alias("field"), (reason if isinstance(reason, Column) else F.lit(reason)).alias("reason"))
+        expr = F.when(condition, value) if expr is None else expr.when(condition, value)
+    return expr
+
+
+def _id_checks(name: str) -> list[tuple[Column, str, str]]:
+    col = F.col(name)
+    return [
+        (col.isNull() | (F.trim(col) == ""), name, f"missing {name}"),
+        (~col.rlike(_ID_PATTERN), name, f"{name} is not a non-negative integer"),
+    ]
+
+
+def _record_checks(df: DataFrame) -> list[tuple[Column, str | None, str]]:
+    checks = [(F.col(RAW_COL).contains("\ufffd"), None, "invalid UTF-8")]
+    if CORRUPT_COL in df.columns:
+        checks.insert(0, (F.col(CORRUPT_COL).isNotNull(), None, "malformed record (wrong number of columns or bad quoting)"))
+    return checks
+
+
+def field_values(field: FieldDef) -> Column:
+    """The field's values as array<string>: trimmed, empties removed, duplicates removed in order."""
+    col = F.col(field.name)
+    if field.multi:
+        parts = F.split(F.coalesce(col, F.lit("")), re.escape(field.sep))
+    else:
+        parts = F.array(F.coalesce(col, F.lit("")))
+    return F.array_distinct(F.filter(F.transform(parts, lambda v: F.trim(v)), lambda v: v != ""))
+
+
+def _split(df: DataFrame, failure: Column, input_name: str, keep: list[Column]) -> Checked:
+    flagged = df.withColumn("_failure", failure)
+    rejects = flagged.where(F.col("_failure").isNotNull()).select(
+        F.lit(input_name).alias("input"),
+        F.col(SOURCE_COL).alias("source"),
+        F.col("_failure.field").alias("field"),
+        F.col("_failure.reason").alias("reason"),
+        F.col(RAW_COL).alias("raw"),
+    )
+    valid = flagged.where(F.col("_failure").isNull()).select(*keep)
+    return Checked(valid, rejects)
+
+
+def _first_per_key(df: DataFrame, keys: list[str]) -> Column:
+    """True for every row after the first of its key (deterministic order: source file, then raw text)."""
+    order = Window.partitionBy(*keys).orderBy(SOURCE_COL, RAW_COL)
+    return F.row_number().over(order) > 1
+
+
+def check_entities(df: DataFrame, input_name: str, key: str, fields: tuple[FieldDef, ...], hard_limit: int) -> Checked:
+    """Items or users: a valid id, at most `hard_limit` values per multi-valued field, one row per id."""
+    with_values = df.select(
+        "*", *[field_values(f).alias(f"_v_{f.name}") for f in fields]
+    )
+    checks = _record_checks(df) + _id_checks(key)
+    checks += [
+        (F.size(f"_v_{f.name}") > hard_limit, f.name, F.format_string(f"{f.name} has %d values, over the hard limit of {hard_limit}", F.size(f"_v_{f.name}")))
+        for f in fields
+        if f.multi
+    ]
+    row_level = _split(with_values, _first_failure(checks), input_name, [F.col("*")])
+    typed = row_level.valid.withColumn(key, F.trim(key).cast("long"))
+    deduped = _split(
+        typed,
+        F.when(_first_per_key(typed, [key]), F.struct(F.lit(key).alias("field"), F.lit(f"duplicate {key}").alias("reason"))),
+        input_name,
+        [F.col(key)] + [F.col(f"_v_{f.name}").alias(f.name) for f in fields],
+    )
+    return Checked(deduped.valid, row_level.rejects.unionByName(deduped.rejects))
+
+
+def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None) -> Checked:
+    """Clicks: valid ids and timestamp, a known item (and user, when users are given), no duplicate event."""
+    checks = _record_checks(df) + _id_checks("user_id") + _id_checks("item_id")
+    ts = F.col("timestamp")
+    checks += [
+        (ts.isNull() | (F.trim(ts) == ""), "timestamp", "missing timestamp"),
+        (~ts.rlike(r"^\s*[0-9]{1,12}\s*$"), "timestamp", "timestamp is not unix seconds"),
+    ]
+    row_level = _split(df, _first_failure(checks), "interactions", [F.col("*")])
+    typed = row_level.valid.select(
+        *[F.trim(c).cast("long").alias(c) for c in ("user_id", "item_id", "timestamp")], SOURCE_COL, RAW_COL
+    )
+    typed = typed.join(item_ids.select("item_id", F.lit(True).alias("_known_item")), "item_id", "left")
+    if user_ids is not None:
+        typed = typed.join(user_ids.select("user_id", F.lit(True).alias("_known_user")), "user_id", "left")
+    else:
+        typed = typed.withColumn("_known_user", F.lit(True))
+    failure = _first_failure(
+        [
+            (F.col("_known_item").isNull(), "item_id", "unknown item_id (not a valid row of the items input)"),
+            (F.col("_known_user").isNull(), "user_id", "unknown user_id (not a valid row of the users input)"),
+            (_first_per_key(typed, ["user_id", "item_id", "timestamp"]), None, "duplicate event"),
+        ]
+    )
+    final = _split(typed, failure, "interactions", [F.col("user_id"), F.col("item_id"), F.col("timestamp")])
+    return Checked(final.valid, row_level.rejects.unionByName(final.rejects))

@@ -1,0 +1,84 @@
+"""Per-field vocabularies and encoding (index contract in docs/tables.md).
+
+0 padding, 1 default (missing or masked), 2 unknown (unseen or below min_count), 3.. known values by
+descending frequency then value. Indices already in the lake's vocab table are kept on later runs and new
+values are appended after them, so a model's embeddings stay aligned with re-encoded data.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+PAD, DEFAULT, UNKNOWN = 0, 1, 2
+FIRST_VALUE = 3
+ID_FIELDS = {"item": "item_id", "user": "user_id"}  # id field -> raw id column
+VOCAB_SCHEMA = "field string, value string, index int, count long"
+
+
+def long_values(entities: DataFrame, key: str, fields: list[str]) -> DataFrame:
+    """(key, field, pos, value) rows, one per value of a field; fields hold array<string> columns."""
+    if not fields:
+        return entities.sparkSession.createDataFrame([], f"{key} long, field string, pos int, value string")
+    stacked = F.explode(F.array(*[F.struct(F.lit(f).alias("field"), F.col(f).alias("values")) for f in fields]))
+    return (
+        entities.select(key, stacked.alias("s"))
+        .select(key, "s.field", F.posexplode("s.values"))
+        .withColumnRenamed("col", "value")
+    )
+
+
+def value_counts(values: DataFrame, train_clicks: DataFrame, id_fields: list[str]) -> DataFrame:
+    """Feature values count entities carrying them; id values count training clicks."""
+    counts = values.groupBy("field", "value").agg(F.count(F.lit(1)).alias("count"))
+    for field in id_fields:
+        ids = train_clicks.groupBy(ID_FIELDS[field]).agg(F.count(F.lit(1)).alias("count"))
+        counts = counts.unionByName(ids.select(F.lit(field).alias("field"), F.col(ID_FIELDS[field]).cast("string").alias("value"), "count"))
+    return counts
+
+
+def build_vocab(counts: DataFrame, previous: DataFrame | None, min_count: int, id_min_count: int) -> DataFrame:
+    """Keep every previous (field, value) -> index; add new values with enough count after the field's max."""
+    spark: SparkSession = counts.sparkSession
+    previous = previous if previous is not None else spark.createDataFrame([], VOCAB_SCHEMA)
+    merged = counts.join(previous.select("field", "value", "index"), ["field", "value"], "full").withColumn(
+        "count", F.coalesce("count", F.lit(0)).cast("long")
+    )
+    threshold = F.when(F.col("field").isin(*ID_FIELDS), id_min_count).otherwise(min_count)
+    offsets = previous.groupBy("field").agg(F.max("index").alias("_offset"))
+    fresh = (
+        merged.where(F.col("index").isNull() & (F.col("count") >= threshold))
+        .join(offsets, "field", "left")
+        .withColumn(
+            "index",
+            (F.coalesce("_offset", F.lit(FIRST_VALUE - 1)) + F.row_number().over(Window.partitionBy("field").orderBy(F.desc("count"), "value"))).cast("int"),
+        )
+        .drop("_offset")
+    )
+    return merged.where(F.col("index").isNotNull()).unionByName(fresh).select("field", "value", "index", "count")
+
+
+def encode(entities: DataFrame, key: str, values: DataFrame, vocab: DataFrame, lengths: dict[str, int | None]) -> DataFrame:
+    """One int column per field (lengths[f] None) or array<int> of exactly lengths[f] (0-padded, truncated).
+
+    A field without any value gets DEFAULT; a value not in the vocabulary gets UNKNOWN.
+    """
+    indexed = values.join(vocab.select("field", "value", "index"), ["field", "value"], "left").withColumn(
+        "index", F.coalesce("index", F.lit(UNKNOWN))
+    )
+    per_field = indexed.groupBy(key, "field").agg(F.sort_array(F.collect_list(F.struct("pos", "index"))).alias("s"))
+    wide = (
+        per_field.withColumn("idx", F.transform("s", lambda x: x["index"]))
+        .groupBy(key)
+        .pivot("field", list(lengths))
+        .agg(F.first("idx"))
+    )
+    wide = entities.select(key).join(wide, key, "left")
+
+    def column(field: str, length: int | None):
+        indices = F.coalesce(F.col(field), F.array(F.lit(DEFAULT)))
+        if length is None:
+            return F.element_at(indices, 1).cast("int").alias(field)
+        return F.slice(F.concat(indices, F.array_repeat(F.lit(PAD), length)), 1, length).cast("array<int>").alias(field)
+
+    return wide.select(key, *[column(f, n) for f, n in lengths.items()])
