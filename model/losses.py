@@ -14,20 +14,21 @@ def cosine_logits(queries: torch.Tensor, candidates: torch.Tensor, temperature: 
     """cos(q_i, c_j) / temperature as [n, m], in float32 (or float64 when the inputs are)."""
     dtype = torch.promote_types(queries.dtype, torch.float32)
     with torch.autocast(device_type=queries.device.type, enabled=False):
-        q = F.normalize(queries.to(dtype), dim=-1)
+        q = F.normalize(queries.to(dtype), dim=-1) / temperature  # scaling [n, D] costs less than scaling [n, m]
         c = F.normalize(candidates.to(dtype), dim=-1)
-        return q @ c.T / temperature
+        return q @ c.T
 
 
-def hide_repeats(logits: torch.Tensor, positive_ids: torch.Tensor, candidate_ids: torch.Tensor, skip_diagonal: bool) -> torch.Tensor:
-    """Set logits[i, j] to -inf where candidate j is row i's positive item again (an accidental hit).
+def hide_repeats_(logits: torch.Tensor, positive_ids: torch.Tensor, candidate_ids: torch.Tensor, skip_diagonal: bool) -> torch.Tensor:
+    """Set logits[i, j] to -inf, in place, where candidate j is row i's positive item again (an accidental hit).
 
     skip_diagonal keeps the diagonal, which is the positive itself when the candidates are the batch's items.
+    In place because the [n, m] logits are large and always a fresh product here.
     """
     repeats = positive_ids[:, None] == candidate_ids[None, :]
     if skip_diagonal:
         repeats.fill_diagonal_(False)
-    return logits.masked_fill(repeats, float("-inf"))
+    return logits.masked_fill_(repeats, float("-inf"))
 
 
 def main_logits(
@@ -54,14 +55,14 @@ def main_logits(
     if log_p is not None:
         logits = logits - log_p.to(logits.dtype)[None, :]
     if item_ids is not None:
-        logits = hide_repeats(logits, item_ids, item_ids, skip_diagonal=True)
+        logits = hide_repeats_(logits, item_ids, item_ids, skip_diagonal=True)
     if negative_embeddings is None:
         return logits
     extra = cosine_logits(user_embeddings, negative_embeddings, temperature)
     if negative_log_p is not None:
         extra = extra - negative_log_p.to(extra.dtype)[None, :]
     if negative_ids is not None:
-        extra = hide_repeats(extra, item_ids, negative_ids, skip_diagonal=False)
+        extra = hide_repeats_(extra, item_ids, negative_ids, skip_diagonal=False)
     return torch.cat([logits, extra], dim=1)
 
 
@@ -79,5 +80,5 @@ def ssl_logits(view_one: torch.Tensor, view_two: torch.Tensor, temperature: floa
     """cos(b'_i, b''_j) / temperature [m, m]; item_ids hides a repeated item (uniform sampling draws with replacement)."""
     logits = cosine_logits(view_one, view_two, temperature)
     if item_ids is not None:
-        logits = hide_repeats(logits, item_ids, item_ids, skip_diagonal=True)
+        logits = hide_repeats_(logits, item_ids, item_ids, skip_diagonal=True)
     return logits
