@@ -54,9 +54,10 @@ class FeatureSpec:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"feature spec: duplicate field(s) {', '.join(duplicates)}")
-        for owner in OWNERS:
-            if not any(f.owner == owner for f in self.fields):
-                raise ValueError(f"feature spec: no {owner} field (the ETL always adds the id field {owner!r})")
+        owners = {f.name: f.owner for f in self.fields}
+        for name, owner in ((ITEM_ID_FIELD, "item"), (USER_ID_FIELD, "user")):
+            if owners.get(name) != owner:
+                raise ValueError(f"feature spec: the id field {name!r} must be present and owned by {owner} (the ETL adds it)")
 
     @property
     def item_fields(self) -> tuple[FieldSpec, ...]:

@@ -45,6 +45,11 @@ def test_spec_rejects_bad_rows_naming_the_field(change, message):
         FeatureSpec.from_rows(rows)
 
 
+def test_spec_needs_both_id_fields():
+    with pytest.raises(ValueError, match="id field 'user' must be present"):
+        FeatureSpec.from_rows([r for r in ROWS if r["field"] != "user"])
+
+
 def test_spec_names_a_row_with_missing_columns():
     with pytest.raises(ValueError, match="row 0 .'genre'.: missing column.s. cardinality"):
         FeatureSpec.from_rows([{k: v for k, v in ROWS[0].items() if k != "cardinality"}])
