@@ -1,0 +1,50 @@
+"""What the trainer reads from the statistics tables, as numpy arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pyspark.sql import SparkSession
+
+from towerssl.errors import UsageError
+from towerssl.lake import pinned_snapshot, read_table
+
+
+def mi_matrix(field_a: Sequence[str], field_b: Sequence[str], values: Sequence[float], fields: Sequence[str]) -> np.ndarray:
+    """The k x k matrix of `values` given per (field_a, field_b) row, rows and columns in `fields` order."""
+    position = {name: i for i, name in enumerate(fields)}
+    matrix = np.full((len(fields), len(fields)), np.nan)
+    for a, b, value in zip(field_a, field_b, values):
+        if a in position and b in position:
+            matrix[position[a], position[b]] = value
+    missing = [fields[i] for i in sorted(set(np.argwhere(np.isnan(matrix)).ravel()))]
+    if missing:
+        raise UsageError(f"table feature_mi: no complete rows for field(s) {', '.join(missing)}; rerun `towerssl stats`")
+    return matrix
+
+
+def load_mi_matrix(spark: SparkSession, lake: str | Path, fields: Sequence[str], normalized: bool = True) -> np.ndarray:
+    """MI between item fields as a k x k float64 array in `fields` order: nmi (default) or mi in nats."""
+    column = "nmi" if normalized else "mi"
+    rows = read_table(spark, lake, "feature_mi").select("field_a", "field_b", column).collect()
+    return mi_matrix([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], list(fields))
+
+
+def load_log_p(spark: SparkSession, lake: str | Path, n_items: int | None = None) -> np.ndarray:
+    """log p_j per item as a float64 array indexed by item_idx, read from item_stats' pinned data files."""
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    files = pinned_snapshot(spark, lake, "item_stats").files
+    filesystem = pafs.FileSystem.from_uri(files[0])[0] if files else pafs.LocalFileSystem()
+    table = ds.dataset([pafs.FileSystem.from_uri(f)[1] for f in files], format="parquet", filesystem=filesystem).to_table(columns=["item_idx", "log_p"])
+    item_idx = table.column("item_idx").to_numpy(zero_copy_only=False)
+    log_p = table.column("log_p").to_numpy(zero_copy_only=False)
+    n_items = len(item_idx) if n_items is None else n_items
+    if len(item_idx) != n_items or not np.array_equal(np.sort(item_idx), np.arange(n_items)):
+        raise UsageError(f"table item_stats: item_idx is not each of 0..{n_items - 1} once ({len(item_idx)} rows); rerun `towerssl stats`")
+    ordered = np.empty(n_items, dtype=np.float64)
+    ordered[item_idx] = log_p
+    return ordered
