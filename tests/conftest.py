@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# One torch thread per process (children inherit it): tiny test models run faster, and the Spark JVM beside
+# them keeps a core. In-process and subprocess training then also use the same kernels.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -32,3 +35,18 @@ def shared_dataset(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real dataset {path} is not here (../shared/datasets is missing)")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_lake(spark, tmp_path_factory):
+    """The embedded synthetic dataset, small, through the real ETL and statistics jobs (shared by the tests
+    of later stages). Returns the lake directory."""
+    from towerssl.etl.generate import generate
+    from towerssl.etl.job import EtlConfig, run_etl
+    from towerssl.stats.job import StatsConfig, run_stats
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root / "raw", users=300, items=240, clicks=12_000, seed=7)
+    run_etl(spark, EtlConfig(input=str(root / "raw"), lake=str(root / "lake"), multi_length=4))
+    run_stats(spark, root / "lake", StatsConfig())
+    return root / "lake"

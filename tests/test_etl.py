@@ -1,0 +1,161 @@
+"""The ETL job end to end on a small raw layout with a corpus of bad input (real Spark, real Delta)."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from rawdata import FIELDS, clean_dataset, write_raw
+from towerssl.etl.job import EtlConfig, run_etl
+from towerssl.etl.layout import RawInputError
+from towerssl.lake import commit_metadata, latest_version, read_table, table_path
+
+# (expected reason, expected field, the bad interaction row). Each row is otherwise plausible.
+BAD_INTERACTIONS = [
+    ("missing user_id", "user_id", ["", 101, 5000]),
+    ("user_id is not a non-negative integer", "user_id", ["abc", 101, 5001]),
+    ("item_id is not a non-negative integer", "item_id", [1, -5, 5002]),
+    ("item_id is not a non-negative integer", "item_id", [1, "1.5", 5003]),
+    ("missing timestamp", "timestamp", [1, 101, ""]),
+    ("timestamp is not unix seconds", "timestamp", [1, 101, "2024-01-01T00:00:00"]),
+    ("unknown item_id (not a valid row of the items input)", "item_id", [1, 999, 5004]),
+    ("unknown user_id (not a valid row of the users input)", "user_id", [77, 101, 5005]),
+    ("malformed record (wrong number of columns or bad quoting)", None, [1, 101, 5006, "extra"]),
+]
+BAD_ITEMS = [
+    ("duplicate item_id", "item_id", [101, "z", "brand9"]),  # the copy whose (file, text) sorts first is kept
+    ("item_id is not a non-negative integer", "item_id", ["i-7", "a", "brand1"]),
+    ("category has 300 values, over the hard limit of 256", "category", [500, "|".join(f"v{i}" for i in range(300)), "b"]),
+]
+BAD_USERS = [("missing user_id", "user_id", ["", "F"]), ("duplicate user_id", "user_id", [2, "X"])]
+INVALID_UTF8_LINE = b"3,102,5007\xff\n"
+
+
+@pytest.fixture(scope="module")
+def lake_run(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("etl")
+    interactions, items, users = clean_dataset()
+    interactions = interactions + [interactions[0]] + [row for _, _, row in BAD_INTERACTIONS]  # + a duplicate event
+    items = items + [[107 + 10, "", ""], [118, "x|y|z|w|v", "brand1"]] + [row for _, _, row in BAD_ITEMS]  # no values; over max_len
+    users = users + [row for _, _, row in BAD_USERS]
+    raw = write_raw(root / "raw", interactions, items, users)
+    with (raw / "interactions" / "part-1.csv").open("wb") as handle:  # a second file, with invalid UTF-8
+        handle.write(b"user_id,item_id,timestamp\n" + INVALID_UTF8_LINE)
+    (raw / "interactions" / "part-2.csv").write_bytes(b"")  # an empty part file is just no rows
+    config = EtlConfig(input=str(raw), lake=str(root / "lake"))
+    summary = run_etl(spark, config, run_id="first")
+    return spark, config, summary, len(interactions) + 1, len(items), len(users)
+
+
+def table(spark, config, name):
+    return read_table(spark, config.lake, name)
+
+
+def test_rows_in_equal_rows_written_plus_rejected(lake_run):
+    spark, config, summary, n_clicks, n_items, n_users = lake_run
+    assert summary["rows_in"] == {"interactions": n_clicks, "items": n_items, "users": n_users}
+    rejects = table(spark, config, "rejects")
+    per_input = dict(rejects.groupBy("input").count().collect())
+    clicks_written = sum(table(spark, config, f"{s}_clicks").count() for s in ("train", "valid", "test"))
+    assert clicks_written + per_input["interactions"] == n_clicks
+    assert table(spark, config, "items").count() + per_input["items"] == n_items
+    assert table(spark, config, "users").count() + per_input["users"] == n_users
+
+
+def test_each_bad_row_is_rejected_with_its_reason_and_field(lake_run):
+    spark, config, _, _, _, _ = lake_run
+    rows = table(spark, config, "rejects").collect()
+    found = {(r["input"], r["reason"], r["field"], r["raw"]) for r in rows}
+    for name, cases in (("interactions", BAD_INTERACTIONS), ("items", BAD_ITEMS), ("users", BAD_USERS)):
+        for reason, field, row in cases:
+            raw = ",".join(str(v) for v in row)
+            assert (name, reason, field, raw) in found, (name, reason, raw)
+    assert ("interactions", "duplicate event", None, "1,103,1000") in found
+    utf8 = [r for r in rows if r["reason"] == "invalid UTF-8"]
+    assert len(utf8) == 1 and utf8[0]["source"].endswith("interactions/part-1.csv")
+    assert {r["run_id"] for r in rows} == {"first"}
+    expected = len(BAD_INTERACTIONS) + len(BAD_ITEMS) + len(BAD_USERS) + 2
+    assert len(rows) == expected
+
+
+def test_schema_vocab_contract_and_padding(lake_run):
+    spark, config, _, _, _, _ = lake_run
+    items = table(spark, config, "items")
+    assert [(f.name, f.dataType.simpleString()) for f in items.schema] == [
+        ("item_idx", "int"), ("item_id", "bigint"), ("item", "int"), ("category", "array<int>"), ("brand", "int")]
+    rows = {r["item_id"]: r for r in items.collect()}
+    assert sorted(r["item_idx"] for r in rows.values()) == list(range(len(rows)))
+    assert all(len(r["category"]) == 3 for r in rows.values())
+    vocab = {(r["field"], r["value"]): (r["index"], r["count"]) for r in table(spark, config, "vocab").collect()}
+    # Missing values take the default index 1; multi-valued fields pad with 0 and truncate to max_len.
+    assert rows[117]["category"] == [1, 0, 0] and rows[117]["brand"] == 1
+    assert rows[118]["category"] == [vocab[("category", v)][0] for v in ("x", "y", "z")]
+    # Known values start at 3, by descending count then value; counts are items carrying the value.
+    for field in ("category", "brand", "gender", "item"):
+        entries = sorted((index, -count, value) for (f, value), (index, count) in vocab.items() if f == field)
+        assert [e[0] for e in entries] == list(range(3, 3 + len(entries)))
+        assert entries == sorted(entries, key=lambda e: (e[1], e[2]))
+    assert vocab[("category", "c")][1] == sum(1 for r in rows.values() if r["category"][0] == vocab[("category", "c")][0])
+    # Items without a training click get the unknown id 2, and still have their features.
+    train_items = {r["item_id"] for r in table(spark, config, "train_clicks").select("item_id").distinct().collect()}
+    assert all((r["item"] == 2) == (item_id not in train_items) for item_id, r in rows.items())
+    fields = sorted(table(spark, config, "fields").collect(), key=lambda r: r["position"])
+    assert [(r["field"], r["owner"], r["multi"], r["length"]) for r in fields] == [
+        ("item", "item", False, 1), ("category", "item", True, 3), ("brand", "item", False, 1), ("user", "user", False, 1), ("gender", "user", False, 1)]
+    for r in fields:
+        assert r["cardinality"] == 1 + max([2] + [i for (f, _), (i, _) in vocab.items() if f == r["field"]])
+
+
+def test_global_split_is_last_tenth_by_time(lake_run):
+    spark, config, _, _, _, _ = lake_run
+    parts = {s: table(spark, config, f"{s}_clicks") for s in ("train", "valid", "test")}
+    counts = {s: df.count() for s, df in parts.items()}
+    total = sum(counts.values())
+    assert counts["test"] == round(total * 0.1) and counts["valid"] == round(total * 0.1)
+    bounds = {s: df.agg(F.min("timestamp"), F.max("timestamp")).first() for s, df in parts.items()}
+    assert bounds["train"][1] <= bounds["valid"][0] and bounds["valid"][1] <= bounds["test"][0]
+
+
+def test_commit_records_run_id_and_config(lake_run):
+    spark, config, _, _, _, _ = lake_run
+    meta = commit_metadata(spark, config.lake, "items")
+    assert meta["run_id"] == "first" and meta["config"]["input"] == config.input
+
+
+def test_rerun_is_idempotent_and_keeps_indices(lake_run):
+    spark, config, _, _, _, _ = lake_run
+    before = {t: sorted(map(str, table(spark, config, t).drop("run_id").collect())) for t in ("items", "vocab", "train_clicks", "rejects")}
+    version = latest_version(spark, table_path(config.lake, "items"))
+    run_etl(spark, config, run_id="second")
+    after = {t: sorted(map(str, table(spark, config, t).drop("run_id").collect())) for t in before}
+    assert after == before
+    assert latest_version(spark, table_path(config.lake, "items")) == version + 1
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no_schema", "schema.yaml: schema file not found"),
+        ("no_items", "items input not found"),
+        ("missing_column", "missing required column(s) timestamp"),
+        ("empty_interactions", "the interactions input has no rows"),
+    ],
+)
+def test_unusable_input_stops_before_writing(lake_run, tmp_path, breakage, message):
+    spark, config, _, _, _, _ = lake_run
+    interactions, items, users = clean_dataset()
+    raw = write_raw(tmp_path / "raw", interactions, items, users)
+    if breakage == "no_schema":
+        (raw / "schema.yaml").unlink()
+    elif breakage == "no_items":
+        for f in (raw / "items").iterdir():
+            f.unlink()
+        (raw / "items").rmdir()
+    elif breakage == "missing_column":
+        (raw / "interactions" / "part-0.csv").write_text("user_id,item_id\n1,101\n")
+    else:
+        (raw / "interactions" / "part-0.csv").write_text("user_id,item_id,timestamp\n")
+    version = latest_version(spark, table_path(config.lake, "items"))
+    with pytest.raises(RawInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_etl(spark, EtlConfig(input=str(raw), lake=config.lake))
+    assert latest_version(spark, table_path(config.lake, "items")) == version
