@@ -1,0 +1,246 @@
+"""The trainer's click feed: Petastorm batches over the exact files of a pinned Delta snapshot.
+
+Why a pinned file list and not the table directory: the directory also holds files that later Delta
+versions removed, so reading it would mix versions. Batches carry indices only (``user_idx``,
+``item_idx``); the trainer joins them to item features and log p_j on the device.
+
+Order and resume: row groups are shuffled by Petastorm with a seed drawn from (seed, epoch), rows by a
+shuffle buffer with a torch.Generator seeded by (seed, epoch, rank). In deterministic mode the reader runs
+in the caller's thread, so a given (seed, epoch, rank) always yields the same batches and
+``batches(epoch, skip=k)`` yields exactly the batches after the first k: a run resumes from
+(epoch, batches consumed).
+
+Sharding: each rank reads the row groups Petastorm assigns to ``cur_shard=rank`` of ``shard_count=world_size``
+(petastorm 0.12: row group i of the snapshot goes to rank i mod world_size, in every epoch), so the ranks
+read disjoint row groups that together cover the snapshot. DDP needs the same number of steps on every rank,
+and shards differ in size (whole row groups), so with world_size > 1 every rank yields a fixed quota of full
+batches, rows // (world_size * batch_size) (rounded up when drop_last is False), from its shard read in
+whole passes: all of the shard comes out before any row repeats; a short shard wraps around into a second
+pass (a few of its rows come twice), a long one is cut (a few rows, different ones each epoch, are left
+out). This is the Horovod/Petastorm steps-per-epoch pattern.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import count, islice
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import torch
+
+from towerssl.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+# Petastorm 0.12 reads through pyarrow's legacy dataset API, and pyarrow 14 warns about it on every row group.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+
+Batch = dict[str, torch.Tensor]
+
+
+class FeedError(UsageError):
+    """The snapshot cannot feed training: a missing or non-integer column, nulls, or too little data."""
+
+
+@dataclass(frozen=True)
+class _Footer:
+    """What the feed needs from one file's parquet footer."""
+
+    rows_per_group: tuple[int, ...]
+
+
+def _read_footer(url: str, columns: Sequence[str]) -> _Footer:
+    """Check the file's schema and null counts from its footer alone (no data is read)."""
+    filesystem, path = pafs.FileSystem.from_uri(url)
+    with filesystem.open_input_file(path) as handle:
+        metadata = pq.ParquetFile(handle).metadata
+    schema = metadata.schema.to_arrow_schema()
+    for column in columns:
+        if column not in schema.names:
+            raise FeedError(f"{url}: column {column!r} is missing (columns: {', '.join(schema.names)})")
+        if not pa.types.is_integer(schema.field(column).type):
+            raise FeedError(f"{url}: column {column!r} is {schema.field(column).type}, expected an integer index")
+    leaf_paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    positions = [leaf_paths.index(column) for column in columns]
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for column, position in zip(columns, positions):
+            stats = row_group.column(position).statistics
+            if stats is not None and stats.has_null_count and stats.null_count > 0:
+                raise FeedError(f"{url}: row group {group} has {stats.null_count} null values in column {column!r}")
+    return _Footer(tuple(metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)))
+
+
+def _derived_seed(*parts: int) -> int:
+    """A 32-bit seed from (seed, epoch[, rank]); the same in every process (no Python hash involved)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class ClickFeed:
+    """Shuffled batches of click indices from the files of one pinned snapshot, for one rank."""
+
+    def __init__(
+        self,
+        snapshot_files: Sequence[str],
+        batch_size: int,
+        *,
+        seed: int,
+        shuffle_buffer: int,
+        workers: int,
+        rank: int = 0,
+        world_size: int = 1,
+        columns: Sequence[str] = ("user_idx", "item_idx"),
+        drop_last: bool = True,
+        deterministic: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
+        """snapshot_files: Snapshot.files of towerssl.lake.pinned_snapshot (URLs). deterministic: read in the
+        caller's thread (needs workers=1) so batch order is exactly reproducible. pin_memory: put batches in
+        page-locked memory when CUDA is available, for non-blocking copies (see to_device)."""
+        if batch_size < 1 or shuffle_buffer < 0 or workers < 1 or seed < 0:
+            raise ValueError("batch_size and workers must be >= 1, shuffle_buffer and seed >= 0")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+        if deterministic and workers != 1:
+            raise ValueError(f"deterministic reading uses one reader in the caller's thread: set workers=1, not {workers}")
+        if not columns:
+            raise ValueError("columns must name at least one column")
+        self.files = list(snapshot_files)
+        if not self.files:
+            raise FeedError("the snapshot has no data files (is the train_clicks table empty?)")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.workers = workers
+        self.rank = rank
+        self.world_size = world_size
+        self.columns = tuple(columns)
+        self.drop_last = drop_last
+        self.deterministic = deterministic
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+
+        with ThreadPoolExecutor(max_workers=min(workers * 2, 16)) as pool:
+            footers = list(pool.map(lambda url: _read_footer(url, self.columns), self.files))
+        self.num_row_groups = sum(len(footer.rows_per_group) for footer in footers)
+        self.num_rows = sum(sum(footer.rows_per_group) for footer in footers)
+        if world_size > self.num_row_groups:
+            raise FeedError(
+                f"the snapshot has {self.num_row_groups} row groups, fewer than world_size={world_size}: "
+                "every rank needs at least one (write train_clicks with more files)"
+            )
+        rows_per_step = batch_size * world_size
+        whole, remainder = divmod(self.num_rows, rows_per_step)
+        self.batches_per_epoch = whole + (1 if remainder and not drop_last else 0)
+        if self.batches_per_epoch == 0:
+            raise FeedError(
+                f"the snapshot has {self.num_rows} rows, fewer than one batch of {batch_size} per rank "
+                f"for {world_size} rank(s)"
+            )
+        log.info(
+            "click feed: %d files, %d row groups, %d rows; rank %d/%d gets %d batches of %d per epoch",
+            len(self.files), self.num_row_groups, self.num_rows, rank, world_size, self.batches_per_epoch, batch_size,
+        )
+
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """The batches of one epoch after the first `skip`: {column: int64 tensor of shape [batch]}.
+
+        Exactly batches_per_epoch - skip batches. Exhaust or close() the iterator: that stops the reader.
+        """
+        if epoch < 0 or not 0 <= skip <= self.batches_per_epoch:
+            raise ValueError(f"need epoch >= 0 and 0 <= skip <= {self.batches_per_epoch}, got {epoch}, {skip}")
+        generator = torch.Generator().manual_seed(_derived_seed(self.seed, epoch, self.rank))
+        blocks = self._blocks(epoch, generator)
+        try:
+            for block in islice(blocks, skip, self.batches_per_epoch):
+                yield {column: self._placed(block[j]) for j, column in enumerate(self.columns)}
+        finally:
+            blocks.close()  # stops and joins the reader now, also when the caller stops early
+
+    def _blocks(self, epoch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """Shuffled blocks [columns, rows] of the epoch.
+
+        One rank reads its shard in whole passes: every row of a pass is out before the next pass starts, so
+        a rank yields its entire shard before it repeats any row. Unsharded, there is exactly one pass.
+        """
+        remainder = torch.empty((len(self.columns), 0), dtype=torch.int64)
+        for _ in count() if self.world_size > 1 else range(1):
+            with self._reader(epoch) as reader:
+                remainder, rows_read = yield from self._shuffled(self._chunks(reader), generator, remainder)
+            if rows_read == 0:
+                raise FeedError(f"rank {self.rank}'s shard of the snapshot has no rows in epoch {epoch}")
+        if remainder.shape[1] and not self.drop_last:
+            yield remainder
+
+    @contextmanager
+    def _reader(self, epoch: int):
+        """A Petastorm reader over the rank's row groups, once; stopped and joined on exit."""
+        from petastorm import make_batch_reader
+
+        sharded = self.world_size > 1
+        with make_batch_reader(
+            self.files,
+            schema_fields=list(self.columns),
+            reader_pool_type="dummy" if self.deterministic else "thread",
+            workers_count=self.workers,
+            results_queue_size=max(4, 2 * self.workers),
+            seed=_derived_seed(self.seed, epoch),  # the same on every rank: shard assignment must agree
+            shuffle_row_groups=True,
+            shuffle_rows=False,  # the shuffle buffer mixes rows, reproducibly
+            num_epochs=1,
+            cur_shard=self.rank if sharded else None,
+            shard_count=self.world_size if sharded else None,
+        ) as reader:
+            yield reader
+
+    def _chunks(self, reader) -> Iterator[torch.Tensor]:
+        """One int64 tensor [columns, rows] per row group read."""
+        for row_group in reader:
+            arrays = [np.asarray(getattr(row_group, column)) for column in self.columns]
+            for column, array in zip(self.columns, arrays):
+                if array.dtype.kind not in "iu":
+                    raise FeedError(f"column {column!r} read as {array.dtype} (null values in the snapshot?)")
+            yield torch.from_numpy(np.stack(arrays).astype(np.int64, copy=False))
+
+    def _shuffled(
+        self, chunks: Iterator[torch.Tensor], generator: torch.Generator, carried: torch.Tensor
+    ) -> Generator[torch.Tensor, None, tuple[torch.Tensor, int]]:
+        """Full batches [columns, batch_size] drawn at random from a buffer of at least shuffle_buffer rows.
+
+        Each incoming row group is appended and the buffer permuted once; taking batches from the front of a
+        random permutation is sampling without replacement, so no per-row Python work is needed. The rows
+        carried over from the previous pass (fewer than a batch) go first, into the first batch. When the
+        chunks end, the buffer is drained; returns (the rows short of a full batch, rows read).
+        """
+        size = self.batch_size
+        head, buffer, rows_read = carried, carried[:, :0], 0
+        for chunk in chunks:
+            rows_read += chunk.shape[1]
+            buffer = torch.cat([buffer, chunk], dim=1)
+            buffer = buffer[:, torch.randperm(buffer.shape[1], generator=generator)]
+            ready = max(0, head.shape[1] + buffer.shape[1] - self.shuffle_buffer) // size
+            if ready:
+                queue, head = torch.cat([head, buffer], dim=1), head[:, :0]
+                for start in range(0, ready * size, size):
+                    yield queue[:, start : start + size]
+                buffer = queue[:, ready * size :]
+        queue = torch.cat([head, buffer], dim=1)
+        whole = queue.shape[1] // size
+        for start in range(0, whole * size, size):
+            yield queue[:, start : start + size]
+        return queue[:, whole * size :], rows_read
+
+    def _placed(self, column: torch.Tensor) -> torch.Tensor:
+        return column.pin_memory() if self.pin_memory else column.contiguous()
+
+
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """Move a batch to the device; pinned tensors copy asynchronously (non_blocking) to overlap with compute."""
+    return {name: tensor.to(device, non_blocking=tensor.is_pinned()) for name, tensor in batch.items()}
