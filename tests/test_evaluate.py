@@ -125,6 +125,7 @@ def test_top_k_equals_full_sort_with_exclusion_for_every_chunk_size():
     excluded[3] = set(range(n_items - 10))  # fewer rankable items than k: the rest is -1
     expected = reference_top_k(user_emb, item_emb, k, excluded)
     assert (expected[3, 10:] == -1).all()
+    assert any(5 in row and 40 in row for row in expected)  # the tie is inside some top-k lists
     forms = {
         "csr tuple": (csr(excluded).indptr, csr(excluded).indices),
         "per-user list": [np.array(sorted(s), dtype=np.int64) for s in excluded],

@@ -146,17 +146,25 @@ def _as_matrix(x: ArrayLike, what: str) -> torch.Tensor:
     return tensor.detach()
 
 
-def _ranking_keys(scores: torch.Tensor, tie_rank: torch.Tensor) -> torch.Tensor:
-    """int64 keys ordered by (score rounded to float32 descending, item index ascending), all distinct.
+def _rank_exactly(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k best items per row by (score descending, item index ascending).
 
-    Scores are accumulated in float64 and rounded to float32 so that the last-bit differences between BLAS
-    kernels chosen for different chunk shapes do not reorder items; equal float32 scores are then ordered by
-    the lower item index. The float32 bit pattern is mapped to an order-preserving int32 (negatives flip
-    their magnitude bits; +0.0 folds -0.0) and the tie rank fills the low 32 bits.
+    Used for the rows whose k-th and (k+1)-th scores tie, where topk's choice among equal scores is not
+    specified. Each float32 bit pattern is mapped to an order-preserving int32 (negatives flip their
+    magnitude bits; adding +0.0 folds -0.0 into +0.0) and the reversed item index fills the low 32 bits,
+    so all keys are distinct and one topk decides.
     """
-    bits = (scores.to(torch.float32) + 0.0).view(torch.int32)
+    bits = (scores + 0.0).view(torch.int32)
     ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
-    return ordered.to(torch.int64) * (1 << 32) + tie_rank
+    tie_rank = torch.arange(scores.shape[1] - 1, -1, -1, dtype=torch.int64, device=scores.device)
+    return (ordered.to(torch.int64) * (1 << 32) + tie_rank).topk(k, dim=1).indices
+
+
+def _order_by_score_then_index(values: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """chosen [R, k] reordered by value descending, ties by lower index (two stable sorts)."""
+    by_index, permutation = chosen.sort(dim=1)
+    _, by_value = values.gather(1, permutation).sort(dim=1, descending=True, stable=True)
+    return by_index.gather(1, by_value)
 
 
 def top_k_items(
@@ -168,9 +176,11 @@ def top_k_items(
 ) -> torch.Tensor:
     """Exact inner-product top-k items of every user: LongTensor [U, k] on the CPU, best first.
 
-    Scores are computed chunk_users users at a time on user_emb's device (memory about
-    30 * chunk_users * n_items bytes), each user's excluded items (their training items) are never
-    returned, ties go to the lower item index, and the result does not depend on chunk_users.
+    Scores are computed chunk_users users at a time on user_emb's device (peak about
+    12 * chunk_users * n_items bytes), each user's excluded items (their training items) are never
+    returned, ties go to the lower item index, and the result does not depend on chunk_users: scores are
+    accumulated in float64 and rounded to float32, so the last-bit differences between the BLAS kernels
+    picked for different chunk shapes do not reorder items, and equal float32 scores are ordered by index.
     Positions beyond the user's rankable items (k > items not excluded) hold -1.
     """
     users = _as_matrix(user_emb, "user_emb")
@@ -181,18 +191,21 @@ def top_k_items(
         raise ValueError(f"k and chunk_users must be positive, got k={k}, chunk_users={chunk_users}")
     n_users, n_items = users.shape[0], items.shape[0]
     excluded = as_user_items(exclude, n_users, n_items) if exclude is not None else None
-    tie_rank = torch.arange(n_items - 1, -1, -1, dtype=torch.int64, device=users.device)
     k_ranked = min(k, n_items)
     top = torch.full((n_users, k), -1, dtype=torch.int64)
     started = time.perf_counter()
     for start in tqdm(range(0, n_users, chunk_users), desc="top-k", unit="chunk", disable=None, leave=False):
         stop = min(start + chunk_users, n_users)
-        scores = users[start:stop].to(torch.float64) @ items.T
+        scores = (users[start:stop].to(torch.float64) @ items.T).to(torch.float32)
         if excluded is not None:
             block = excluded.slice_rows(start, stop)
             rows = torch.from_numpy(block.rows()).to(users.device)
             scores[rows, torch.from_numpy(block.indices).to(users.device)] = -math.inf
-        chosen = _ranking_keys(scores, tie_rank).topk(k_ranked, dim=1).indices
+        values, chosen = scores.topk(min(k_ranked + 1, n_items), dim=1)
+        chosen = _order_by_score_then_index(values[:, :k_ranked], chosen[:, :k_ranked])
+        if k_ranked < n_items:  # a tie across the k-th place: which tied items made it is not specified
+            tied = (values[:, k_ranked - 1] == values[:, k_ranked]).nonzero().squeeze(1)
+            chosen[tied] = _rank_exactly(scores[tied], k_ranked)
         chosen[scores.gather(1, chosen) == -math.inf] = -1
         top[start:stop, :k_ranked] = chosen.cpu()
     elapsed = time.perf_counter() - started
