@@ -123,7 +123,10 @@ def test_same_seed_and_epoch_give_the_same_batches_and_skip_gives_the_tail(files
 
 def test_ranks_read_disjoint_shards_that_cover_the_data_in_equal_steps(files):
     world = 3
-    per_rank = [list(feed(files, rank=r, world_size=world, drop_last=False, deterministic=True).batches(2)) for r in range(world)]
+    per_rank = [
+        list(feed(files, rank=rank, world_size=world, drop_last=False, deterministic=True).batches(2))
+        for rank in range(world)
+    ]
     quota = -(-ROWS // (64 * world))
     assert [len(batches) for batches in per_rank] == [quota] * world
     assert all(len(b["timestamp"]) == 64 for batches in per_rank for b in batches)
@@ -177,7 +180,8 @@ def write_parquet(path: Path, table: pa.Table) -> str:
 def test_bad_snapshots_are_refused_with_file_and_field(files, tmp_path):
     with pytest.raises(FeedError, match=r"part-.*column 'label' is missing"):
         ClickFeed(files, 64, seed=0, shuffle_buffer=0, workers=1, columns=("item_idx", "label"))
-    nulls = write_parquet(tmp_path / "nulls.parquet", pa.table({"user_idx": [1, 2, 3], "item_idx": pa.array([4, 5, None], pa.int32())}))
+    with_null = pa.table({"user_idx": [1, 2, 3], "item_idx": pa.array([4, 5, None], pa.int32())})
+    nulls = write_parquet(tmp_path / "nulls.parquet", with_null)
     with pytest.raises(FeedError, match=r"nulls\.parquet: row group 1 has 1 null values in column 'item_idx'"):
         ClickFeed([nulls], 1, seed=0, shuffle_buffer=0, workers=1)
     text = write_parquet(tmp_path / "text.parquet", pa.table({"user_idx": [1], "item_idx": ["a"]}))
@@ -192,4 +196,4 @@ def test_bad_snapshots_are_refused_with_file_and_field(files, tmp_path):
     with pytest.raises(ValueError, match="workers=1"):
         feed(files, deterministic=True, workers=2)
     with pytest.raises(ValueError, match="skip"):
-        next(feed(files).batches(0, skip=ROWS))
+        feed(files).batches(0, skip=ROWS)

@@ -27,7 +27,6 @@ import warnings
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import count, islice
 
 import numpy as np
@@ -50,15 +49,8 @@ class FeedError(UsageError):
     """The snapshot cannot feed training: a missing or non-integer column, nulls, or too little data."""
 
 
-@dataclass(frozen=True)
-class _Footer:
-    """What the feed needs from one file's parquet footer."""
-
-    rows_per_group: tuple[int, ...]
-
-
-def _read_footer(url: str, columns: Sequence[str]) -> _Footer:
-    """Check the file's schema and null counts from its footer alone (no data is read)."""
+def _row_group_sizes(url: str, columns: Sequence[str]) -> list[int]:
+    """Rows per row group of one file, after checking its schema and null counts from the footer alone."""
     filesystem, path = pafs.FileSystem.from_uri(url)
     with filesystem.open_input_file(path) as handle:
         metadata = pq.ParquetFile(handle).metadata
@@ -76,7 +68,7 @@ def _read_footer(url: str, columns: Sequence[str]) -> _Footer:
             stats = row_group.column(position).statistics
             if stats is not None and stats.has_null_count and stats.null_count > 0:
                 raise FeedError(f"{url}: row group {group} has {stats.null_count} null values in column {column!r}")
-    return _Footer(tuple(metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)))
+    return [metadata.row_group(group).num_rows for group in range(metadata.num_row_groups)]
 
 
 def _derived_seed(*parts: int) -> int:
@@ -110,7 +102,7 @@ class ClickFeed:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         if deterministic and workers != 1:
-            raise ValueError(f"deterministic reading uses one reader in the caller's thread: set workers=1, not {workers}")
+            raise ValueError(f"deterministic reading uses one reader in the caller's thread: workers=1, not {workers}")
         if not columns:
             raise ValueError("columns must name at least one column")
         self.files = list(snapshot_files)
@@ -128,9 +120,10 @@ class ClickFeed:
         self.pin_memory = pin_memory and torch.cuda.is_available()
 
         with ThreadPoolExecutor(max_workers=min(workers * 2, 16)) as pool:
-            footers = list(pool.map(lambda url: _read_footer(url, self.columns), self.files))
-        self.num_row_groups = sum(len(footer.rows_per_group) for footer in footers)
-        self.num_rows = sum(sum(footer.rows_per_group) for footer in footers)
+            per_file = list(pool.map(lambda url: _row_group_sizes(url, self.columns), self.files))
+        sizes = [size for file_sizes in per_file for size in file_sizes]
+        self.num_row_groups = len(sizes)
+        self.num_rows = sum(sizes)
         if world_size > self.num_row_groups:
             raise FeedError(
                 f"the snapshot has {self.num_row_groups} row groups, fewer than world_size={world_size}: "
@@ -156,6 +149,9 @@ class ClickFeed:
         """
         if epoch < 0 or not 0 <= skip <= self.batches_per_epoch:
             raise ValueError(f"need epoch >= 0 and 0 <= skip <= {self.batches_per_epoch}, got {epoch}, {skip}")
+        return self._batches(epoch, skip)
+
+    def _batches(self, epoch: int, skip: int) -> Iterator[Batch]:
         generator = torch.Generator().manual_seed(_derived_seed(self.seed, epoch, self.rank))
         blocks = self._blocks(epoch, generator)
         try:
@@ -223,15 +219,15 @@ class ClickFeed:
         head, buffer, rows_read = carried, carried[:, :0], 0
         for chunk in chunks:
             rows_read += chunk.shape[1]
-            buffer = torch.cat([buffer, chunk], dim=1)
-            buffer = buffer[:, torch.randperm(buffer.shape[1], generator=generator)]
+            buffer = _joined(buffer, chunk)
+            buffer = buffer.index_select(1, torch.randperm(buffer.shape[1], generator=generator))
             ready = max(0, head.shape[1] + buffer.shape[1] - self.shuffle_buffer) // size
             if ready:
-                queue, head = torch.cat([head, buffer], dim=1), head[:, :0]
+                queue, head = _joined(head, buffer), head[:, :0]
                 for start in range(0, ready * size, size):
                     yield queue[:, start : start + size]
                 buffer = queue[:, ready * size :]
-        queue = torch.cat([head, buffer], dim=1)
+        queue = _joined(head, buffer)
         whole = queue.shape[1] // size
         for start in range(0, whole * size, size):
             yield queue[:, start : start + size]
@@ -239,6 +235,13 @@ class ClickFeed:
 
     def _placed(self, column: torch.Tensor) -> torch.Tensor:
         return column.pin_memory() if self.pin_memory else column.contiguous()
+
+
+def _joined(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """[columns, rows] blocks side by side, without a copy when one is empty."""
+    if first.shape[1] == 0:
+        return second
+    return torch.cat([first, second], dim=1) if second.shape[1] else first
 
 
 def to_device(batch: Batch, device: torch.device | str) -> Batch:
