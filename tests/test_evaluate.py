@@ -96,7 +96,7 @@ def dataset():
     bucket = rng.choice(["head", "torso", "tail"], size=n_items)
     new_items = rng.choice(n_items, size=15, replace=False)
     bucket[new_items] = "new"
-    decile = rng.integers(0, 10, size=n_items)
+    decile = rng.integers(1, 11, size=n_items)
     decile[new_items] = NO_DECILE
     trained = np.setdiff1d(np.arange(n_items), new_items)
     cold = np.arange(50, 60)
@@ -205,14 +205,14 @@ def test_empty_slice_gives_none_and_a_repeated_item_is_refused():
 def test_recall_by_decile_equals_reference():
     rng = np.random.default_rng(3)
     n_users, n_items = 30, 120
-    decile = rng.integers(0, 10, size=n_items)
+    decile = rng.integers(1, 11, size=n_items)
     decile[:7] = NO_DECILE
     top = np.stack([rng.permutation(n_items)[:100] for _ in range(n_users)])
     relevant = random_sets(rng, n_users, n_items, 30)
     result = recall_by_decile(top, csr(relevant), decile, KS)
     for k in KS:
-        assert sorted(result[f"recall@{k}"]) == list(range(10))
-        for d in range(10):
+        assert sorted(result[f"recall@{k}"]) == list(range(1, 11))
+        for d in range(1, 11):
             pairs = [(u, i) for u, s in enumerate(relevant) for i in s if decile[i] == d]
             found = sum(1 for u, i in pairs if i in top[u, :k])
             assert_close(result[f"recall@{k}"][d], found / len(pairs) if pairs else None)
@@ -298,7 +298,7 @@ def test_write_evaluation_has_the_documented_shape(dataset, tmp_path):
     assert set(metrics["counts"]) == slices
     assert all(set(c) == {"users", "items", "pairs"} and all(isinstance(v, int) for v in c.values()) for c in metrics["counts"].values())
     deciles = json.loads(paths["deciles"].read_text())
-    assert set(deciles) == {"model", "baseline"} and set(deciles["model"]["recall@50"]) == {str(d) for d in range(10)}
+    assert set(deciles) == {"model", "baseline"} and set(deciles["model"]["recall@50"]) == {str(d) for d in range(1, 11)}
     png = paths["plot"].read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 
@@ -308,7 +308,7 @@ def test_evaluation_data_from_lake_equals_from_arrays(spark, tmp_path, dataset):
     rng = np.random.default_rng(4)
     n_items = 150
     bucket = rng.choice(np.array(ITEM_SLICES), size=n_items)
-    decile = rng.integers(0, 10, size=n_items)
+    decile = rng.integers(1, 11, size=n_items)
     lake = tmp_path / "lake"
 
     def write(table: str, rows: list[tuple], schema: str) -> None:

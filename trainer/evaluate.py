@@ -27,7 +27,7 @@ ITEM_SLICES: tuple[str, ...] = ("head", "torso", "tail", "new")
 OVERALL = "overall"
 COLD_USERS = "cold_users"
 SPLITS = {"test": "test_clicks", "valid": "valid_clicks"}
-NO_DECILE = -1  # item_decile value of an item outside every decile (e.g. a new item without a decile)
+NO_DECILE = 0  # item_stats.decile of a new item; clicked items have deciles 1 (most clicked) .. 10
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -309,13 +309,13 @@ def ranking_metrics(
 
 
 def recall_by_decile(top: ArrayLike, relevant: UserItems, item_decile: np.ndarray, ks: Sequence[int] = KS) -> dict[str, dict[int, float | None]]:
-    """{"recall@K": {decile: found pairs whose item is in the decile / pairs in the decile}}; items with
-    decile NO_DECILE (or any negative value) are left out."""
+    """{"recall@K": {decile: found pairs whose item is in the decile / pairs in the decile}} over the
+    positive deciles; items with decile NO_DECILE (new items) are left out (they are the "new" slice)."""
     top = _as_ranking(top, relevant.n_rows, ks)
     hits = _hits(top, relevant, item_decile.size)
     top_decile = np.where(hits, item_decile[np.where(top >= 0, top, 0)], NO_DECILE)
     pair_decile = item_decile[relevant.indices]
-    deciles = np.unique(item_decile[item_decile >= 0])
+    deciles = np.unique(item_decile[item_decile > NO_DECILE])
     pairs = {int(d): int((pair_decile == d).sum()) for d in deciles}
     return {
         f"recall@{k}": {
@@ -338,7 +338,7 @@ class EvaluationData:
     evaluation: UserItems  # distinct evaluation items per user_idx (same rows as train)
     item_clicks: np.ndarray  # training clicks per item (the popularity baseline's score)
     item_bucket: np.ndarray  # head / torso / tail / new per item
-    item_decile: np.ndarray  # popularity decile per item, NO_DECILE when none
+    item_decile: np.ndarray  # item_stats.decile per item: 1..10, NO_DECILE for new items
 
     @classmethod
     def from_arrays(
@@ -535,7 +535,7 @@ def plot_recall_by_decile(curves: Mapping[str, Mapping[int, float | None]], metr
         deciles = sorted(by_decile)
         values = [np.nan if by_decile[d] is None else by_decile[d] for d in deciles]
         axis.plot(deciles, values, marker="o", label=name)
-    axis.set_xlabel("item popularity decile (item_stats.decile)")
+    axis.set_xlabel("item popularity decile (1 = the most clicked items holding a tenth of training clicks)")
     axis.set_ylabel(metric)
     axis.set_title(f"{metric} by item popularity decile")
     axis.grid(True, alpha=0.3)
