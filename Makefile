@@ -33,7 +33,7 @@ test: setup
 	$(PYTHON) -m pytest -q tests
 
 demo: setup
-	$(VENV)/bin/towerssl demo --out $(DEMO_DIR)
+	$(VENV)/bin/towerssl demo --out $(DEMO_DIR) $(DEMO_ARGS)
 
 clean:
 	rm -rf out spark-warehouse metastore_db derby.log .pytest_cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from rawdata import FIELDS, clean_dataset, write_raw
+from rawdata import clean_dataset, write_raw
 from towerssl.etl.job import EtlConfig, run_etl
 from towerssl.etl.layout import RawInputError
 from towerssl.lake import commit_metadata, latest_version, read_table, table_path

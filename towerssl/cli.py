@@ -14,6 +14,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("towerssl.etl.generate", "write synthetic raw data (the embedded default dataset)"),
     "etl": ("towerssl.etl.job", "raw logs -> validated, encoded Delta tables"),
     "stats": ("towerssl.stats.job", "item popularity and the feature mutual-information matrix"),
+    "train": ("towerssl.trainer.train", "train the two towers (logQ-corrected in-batch softmax + SSL)"),
+    "evaluate": ("towerssl.trainer.evaluate_run", "Recall/NDCG@K by popularity slice vs a popularity baseline"),
+    "demo": ("towerssl.demo", "the whole pipeline on the synthetic data (or MovieLens) with a report"),
+    "export": ("towerssl.trainer.export", "item embeddings (Delta + FAISS), TorchScript user tower, model card"),
 }
 
 

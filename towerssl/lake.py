@@ -77,3 +77,15 @@ def commit_metadata(spark: SparkSession, lake: str | Path, table: str) -> dict[s
     latest_version(spark, path)
     row = DeltaTable.forPath(spark, path).history(1).select("userMetadata").first()
     return json.loads(row[0]) if row and row[0] else {}
+
+
+def read_snapshot(snapshot: Snapshot, columns: list[str] | None = None):
+    """The snapshot's data files as one pyarrow Table, without Spark (the trainer reads tables this way)."""
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    if not snapshot.files:
+        raise MissingTableError(f"Delta table {snapshot.path} version {snapshot.version} has no data files")
+    filesystem = pafs.FileSystem.from_uri(snapshot.files[0])[0]
+    paths = [pafs.FileSystem.from_uri(f)[1] for f in snapshot.files]
+    return ds.dataset(paths, format="parquet", filesystem=filesystem).to_table(columns=columns)

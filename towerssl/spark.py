@@ -8,6 +8,7 @@ spark-submit (or on a cluster) the caller's --jars/--packages and --master win: 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -43,6 +44,7 @@ def spark_session(app_name: str = "towerssl", master: str | None = None, conf: d
 
     master: None keeps what spark-submit set, else local[*]. conf: extra or overriding Spark settings.
     """
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers run in this environment
     builder = SparkSession.builder.appName(app_name)
     if master or not _launched_by_spark_submit():
         builder = builder.master(master or os.environ.get("TOWERSSL_SPARK_MASTER", "local[*]"))

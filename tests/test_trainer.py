@@ -1,0 +1,158 @@
+"""The trainer end to end on the synthetic lake: every SSL variant trains, evaluation, export, resume after
+SIGKILL, and 2-process DDP (real Spark, Delta, Petastorm and torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from towerssl.trainer import checkpoint
+from towerssl.trainer.config import TrainConfig
+from towerssl.trainer.evaluate_run import evaluate_run
+from towerssl.trainer.export import export_run
+from towerssl.trainer.train import train
+
+VARIANTS = ("none", "mask", "dropout", "complementary", "cfm")
+SMALL_MODEL = {"embedding_dim": 16, "hidden_dims": [32], "output_dim": 16, "ssl_batch_size": 64, "temperature": 0.1}
+
+
+def small_config(augmentation: str = "cfm", **overrides) -> TrainConfig:
+    model = {**SMALL_MODEL, "augmentation": augmentation, "alpha": 0.0 if augmentation == "none" else 0.5}
+    settings = {"batch_size": 64, "max_steps": 240, "warmup_steps": 10, "eval_every": 80, "checkpoint_every": 80, "workers": 1, "shuffle_buffer": 2048, "lr": 3e-3, "tensorboard": False, "patience": 0}
+    return TrainConfig(**{**settings, **overrides, "model": {**model, **overrides.pop("model", {})}})
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_lake, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {v: (root / v, train(str(synthetic_lake), root / v, small_config(v, tensorboard=v == "cfm"))) for v in VARIANTS}
+
+
+def logged(run_dir: Path, key: str) -> np.ndarray:
+    history = json.loads((run_dir / "train_summary.json").read_text())["history"]
+    return np.array([h[key] for h in history if key in h])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_learns(runs, variant):
+    run_dir, summary = runs[variant]
+    assert summary["steps"] == 240
+    main_loss, accuracy = logged(run_dir, "loss/main"), logged(run_dir, "accuracy/in_batch")
+    assert main_loss[-5:].mean() < 0.9 * main_loss[:3].mean()
+    assert accuracy[-5:].mean() > 5 / 64  # chance is 1/64
+    ssl = logged(run_dir, "loss/ssl")
+    assert (ssl == 0).all() if variant == "none" else ssl[-5:].mean() < ssl[:3].mean()
+    assert (run_dir / checkpoint.BEST).is_file() and summary["best_valid_recall"] > 0
+    versions = json.loads((run_dir / "manifest.json").read_text())["tables"]
+    assert set(summary["table_versions"]) == set(versions) and all(v["files"] for v in versions.values())
+
+
+def test_tensorboard_scalars_are_written(runs):
+    assert list((runs["cfm"][0] / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_evaluate_writes_metrics_by_slice_with_baseline(runs):
+    run_dir = runs["cfm"][0]
+    metrics = evaluate_run(run_dir)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    for k in (10, 50, 100):
+        for name in (f"recall@{k}", f"ndcg@{k}"):
+            assert set(saved[name]) >= {"overall", "head", "torso", "tail", "new"}
+            assert set(saved["baseline"][name]) >= {"overall", "head", "torso", "tail", "new"}
+    assert saved["counts"]["overall"]["users"] > 0 and saved["split"] == "test"
+    assert 0 <= metrics["recall@50"]["overall"] <= 1 and metrics["recall@10"]["overall"] <= metrics["recall@100"]["overall"]
+    assert (run_dir / "recall_by_decile.png").stat().st_size > 0
+
+
+def test_export_index_matches_exact_search_and_user_tower_reproduces(runs, spark):
+    import faiss
+
+    from towerssl.trainer.faiss_index import read_item_embeddings
+    from towerssl.trainer.inputs import feature_tensors
+    from towerssl.trainer.run_model import TrainedRun
+
+    run_dir = runs["cfm"][0]
+    card = export_run(run_dir)
+    out = run_dir / "export"
+    item_idx, _, vectors = read_item_embeddings(spark, out, "item_embeddings")
+    assert card["embedding"]["items"] == len(item_idx) == vectors.shape[0]
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    index = faiss.read_index(str(out / "items.faiss"))
+    queries = vectors[:50]
+    _, found = index.search(queries, 10)
+    exact = np.argsort(-(queries.astype(np.float64) @ vectors.T.astype(np.float64)), axis=1, kind="stable")[:, :10]
+    assert (found == exact).mean() > 0.99  # equal up to float ties
+    run = TrainedRun.load(run_dir)
+    users = feature_tensors(run.manifest, "users", run.towers.spec.user_fields, "user_idx")
+    sample = {k: v[20:60] for k, v in users.items()}
+    scripted = torch.jit.load(str(out / "user_tower.pt"))
+    torch.testing.assert_close(scripted(sample), run.towers.user_tower(sample), rtol=1e-5, atol=1e-6)
+    assert card["table_versions"]["items"] >= 0 and card["metrics"]["recall@50"]
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "towerssl.cli", *args], env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def write_yaml(path: Path, config: TrainConfig) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"train": config.to_dict()}))
+    return path
+
+
+def test_resume_after_sigkill_ends_with_the_same_parameters(synthetic_lake, tmp_path):
+    config = small_config("cfm", max_steps=120, checkpoint_every=20, eval_every=40, deterministic=True)
+    yaml_path = write_yaml(tmp_path / "config.yaml", config)
+    whole = train(str(synthetic_lake), tmp_path / "whole", config)
+    assert whole["steps"] == 120
+
+    killed = cli("train", "--lake", str(synthetic_lake), "--run", str(tmp_path / "killed"), "--config", str(yaml_path))
+    last = tmp_path / "killed" / checkpoint.LAST
+    deadline = time.time() + 300
+    while time.time() < deadline and killed.poll() is None:
+        if last.is_file() and checkpoint.load(last)["progress"]["step"] >= 40:
+            break
+        time.sleep(0.2)
+    assert killed.poll() is None, killed.stdout.read()
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    step_at_kill = checkpoint.load(last)["progress"]["step"]
+    assert 40 <= step_at_kill < 120
+    resumed = cli("train", "--run", str(tmp_path / "killed"), "--resume")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    final = checkpoint.load(last)
+    assert final["progress"]["step"] == 120
+    expected = checkpoint.load(tmp_path / "whole" / checkpoint.LAST)["model"]
+    for name, value in expected.items():
+        torch.testing.assert_close(final["model"][name], value, rtol=0, atol=0, msg=name)
+
+
+def test_two_process_ddp_on_cpu(synthetic_lake, tmp_path):
+    yaml_path = write_yaml(tmp_path / "config.yaml", small_config("cfm", max_steps=30, eval_every=0, checkpoint_every=30))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "towerssl.cli",
+               "--", "train", "--lake", str(synthetic_lake), "--run", str(tmp_path / "ddp"), "--config", str(yaml_path), "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
+    assert summary["steps"] == 30
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "towerssl.cli", "train", "--lake", str(tmp_path / "nolake"), "--run", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("towerssl train: error: no Delta table at")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  batch_sise: 3\n")
+    result = subprocess.run([sys.executable, "-m", "towerssl.cli", "train", "--lake", "x", "--run", str(tmp_path / "r"), "--config", str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown key(s) batch_sise" in result.stderr

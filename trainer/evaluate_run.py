@@ -1,0 +1,53 @@
+"""`towerssl evaluate`: score a trained run on test_clicks (or valid_clicks) against the popularity baseline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from towerssl.trainer.embed import embed
+from towerssl.trainer.evaluate import SPLITS, EvaluationData, evaluate, write_evaluation
+from towerssl.trainer.inputs import click_pairs, feature_tensors, item_clicks
+from towerssl.trainer.run_model import TrainedRun
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+    """Writes RUN_DIR/metrics.json (+ recall_by_decile.json/.png) and returns the metrics."""
+    run = TrainedRun.load(run_dir)
+    manifest, towers = run.manifest, run.towers
+    _, bucket, decile = item_clicks(manifest)
+    train_users, train_items = click_pairs(manifest, "train_clicks")
+    eval_users, eval_items = click_pairs(manifest, SPLITS[split])
+    data = EvaluationData.from_arrays(train_users, train_items, eval_users, eval_items, bucket, decile, split)
+    items = feature_tensors(manifest, "items", towers.spec.item_fields, "item_idx")
+    users = feature_tensors(manifest, "users", towers.spec.user_fields, "user_idx")
+    # Warm users, and cold users (no training click) where the dataset has user features beyond the id.
+    has_user_features = len(towers.spec.user_fields) > 1
+    user_idx = np.concatenate([data.warm_users, data.cold_users]) if has_user_features else data.warm_users
+    item_emb = embed(towers.item_tower, items)
+    user_emb = embed(towers.user_tower, users, torch.from_numpy(user_idx))
+    evaluation = evaluate(data, item_emb, user_idx, user_emb)
+    metrics = {**evaluation.metrics, "split": split, "table_versions": manifest.versions()}
+    evaluation = type(evaluation)(metrics, evaluation.deciles)
+    paths = write_evaluation(evaluation, run.run_dir)
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="run directory made by `towerssl train`")
+    parser.add_argument("--split", choices=sorted(SPLITS), default="test", help="clicks to score: test (default) or valid")
+
+
+def run(args: argparse.Namespace) -> int:
+    metrics = evaluate_run(args.run, args.split)
+    print(json.dumps({k: v for k, v in metrics.items() if k.startswith("recall@")}, indent=1))
+    return 0

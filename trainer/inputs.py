@@ -1,0 +1,112 @@
+"""What a training run reads from the lake, pinned once and recorded in RUN_DIR/manifest.json.
+
+The trainer resolves each table's Delta version and file list with Spark when a run starts; everything after
+that (resume, evaluate, export) reads exactly those files with pyarrow, so a model is always tied to the table
+versions it was trained on, and a run needs no JVM after its first minute.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from towerssl.errors import UsageError
+from towerssl.lake import Snapshot, read_snapshot
+from towerssl.model.features import FeatureSpec, Features, FieldSpec
+
+TRAINING_TABLES = ("fields", "items", "users", "train_clicks", "valid_clicks", "test_clicks", "item_stats", "feature_mi")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    lake: str
+    tables: dict[str, Snapshot]
+
+    def save(self, run_dir: str | Path) -> None:
+        record = {"lake": self.lake, "tables": {name: asdict(s) for name, s in self.tables.items()}}
+        Path(run_dir, "manifest.json").write_text(json.dumps(record, indent=1))
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Manifest:
+        path = Path(run_dir, "manifest.json")
+        if not path.is_file():
+            raise UsageError(f"{path} not found: is {run_dir} a training run directory (made by `towerssl train`)?")
+        record = json.loads(path.read_text())
+        tables = {name: Snapshot(s["path"], s["version"], tuple(s["files"])) for name, s in record["tables"].items()}
+        return cls(record["lake"], tables)
+
+    @classmethod
+    def resolve(cls, lake: str | Path) -> Manifest:
+        """Pin the latest version of every table the trainer needs (uses Spark)."""
+        from towerssl.lake import pinned_snapshot
+        from towerssl.spark import spark_session
+
+        spark = spark_session("towerssl-train-inputs")
+        return cls(str(lake), {name: pinned_snapshot(spark, lake, name) for name in TRAINING_TABLES})
+
+    def versions(self) -> dict[str, int]:
+        return {name: s.version for name, s in self.tables.items()}
+
+    def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
+        return read_snapshot(self.tables[table], columns)
+
+
+def feature_spec(manifest: Manifest) -> FeatureSpec:
+    return FeatureSpec.from_rows(manifest.read("fields").to_pylist())
+
+
+def _by_index(table: pa.Table, index: str) -> np.ndarray:
+    """Row order that sorts the table by its dense index column, checking the index is 0..n-1."""
+    values = table.column(index).to_numpy()
+    order = np.argsort(values, kind="stable")
+    if not np.array_equal(values[order], np.arange(len(values))):
+        raise UsageError(f"{index} is not a dense 0..{len(values) - 1} index: rerun `towerssl etl`")
+    return order
+
+
+def feature_tensors(manifest: Manifest, table: str, fields: tuple[FieldSpec, ...], index: str) -> Features:
+    """Each field as a LongTensor in index order: [N] for single-valued fields, [N, length] for multi-valued."""
+    data = manifest.read(table, [index] + [f.name for f in fields])
+    order = _by_index(data, index)
+    features: Features = {}
+    for field in fields:
+        column = data.column(field.name)
+        if field.multi:
+            flat = pa.concat_arrays([chunk.flatten() for chunk in column.chunks]).to_numpy()
+            if flat.size != len(data) * field.length:
+                raise UsageError(f"table {table}: field {field.name} is not padded to length {field.length}: rerun `towerssl etl`")
+            values = flat.reshape(len(data), field.length)
+        else:
+            values = column.to_numpy()
+        features[field.name] = torch.from_numpy(values[order].astype(np.int64))
+    return features
+
+
+def item_log_p(manifest: Manifest, n_items: int) -> torch.Tensor:
+    stats = manifest.read("item_stats", ["item_idx", "log_p"])
+    return torch.from_numpy(stats.column("log_p").to_numpy()[_by_index(stats, "item_idx")].astype(np.float32)).reshape(n_items)
+
+
+def item_clicks(manifest: Manifest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training clicks per item, popularity bucket and decile, in item_idx order (for evaluation slices)."""
+    stats = manifest.read("item_stats", ["item_idx", "clicks", "bucket", "decile"])
+    order = _by_index(stats, "item_idx")
+    return (stats.column("clicks").to_numpy()[order], np.asarray(stats.column("bucket").to_pylist(), dtype=object)[order], stats.column("decile").to_numpy()[order])
+
+
+def mi_matrices(manifest: Manifest, item_fields: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    from towerssl.stats.readers import mi_matrix
+
+    rows = manifest.read("feature_mi", ["field_a", "field_b", "mi", "nmi"]).to_pydict()
+    return (mi_matrix(rows["field_a"], rows["field_b"], rows["mi"], item_fields), mi_matrix(rows["field_a"], rows["field_b"], rows["nmi"], item_fields))
+
+
+def click_pairs(manifest: Manifest, table: str) -> tuple[np.ndarray, np.ndarray]:
+    """(user_idx, item_idx) arrays of a clicks table."""
+    clicks = manifest.read(table, ["user_idx", "item_idx"])
+    return clicks.column("user_idx").to_numpy().astype(np.int64), clicks.column("item_idx").to_numpy().astype(np.int64)
