@@ -18,6 +18,7 @@ from towerssl.trainer.evaluate import (
     EvaluationData,
     UserItems,
     evaluate,
+    plot_recall_by_decile,
     popularity_top_k,
     ranking_metrics,
     recall_by_decile,
@@ -301,6 +302,10 @@ def test_write_evaluation_has_the_documented_shape(dataset, tmp_path):
     assert set(deciles) == {"model", "baseline"} and set(deciles["model"]["recall@50"]) == {str(d) for d in range(1, 11)}
     png = paths["plot"].read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    # Several named variants from the JSON (string decile keys) on one figure.
+    curves = {"variant A": deciles["model"]["recall@50"], "variant B": deciles["model"]["recall@10"], "popularity": deciles["baseline"]["recall@50"]}
+    variants = plot_recall_by_decile(curves, "recall@50", tmp_path / "variants.png")
+    assert variants.read_bytes().startswith(b"\x89PNG") and variants.stat().st_size > 5000
 
 
 def test_evaluation_data_from_lake_equals_from_arrays(spark, tmp_path, dataset):

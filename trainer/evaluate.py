@@ -405,25 +405,11 @@ class EvaluationData:
         return np.flatnonzero((self.evaluation.counts() > 0) & (self.train.counts() == 0))
 
 
-def read_snapshot(spark: Any, lake: str | Path, table: str, columns: list[str]) -> Any:
-    """A pyarrow Table of columns of the latest version of a Delta table, read from its pinned data files
-    (no collect through Spark)."""
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
-
-    from towerssl.lake import pinned_snapshot
-
-    snapshot = pinned_snapshot(spark, lake, table)
-    files = snapshot.files
-    if not files:
-        raise ValueError(f"{snapshot.path} (version {snapshot.version}) has no rows")
-    filesystem, _ = pafs.FileSystem.from_uri(files[0])
-    paths = [pafs.FileSystem.from_uri(f)[1] for f in files]
-    return ds.dataset(paths, format="parquet", filesystem=filesystem).to_table(columns=columns)
-
-
 def _read_columns(spark: Any, lake: str | Path, table: str, columns: list[str]) -> dict[str, np.ndarray]:
-    data = read_snapshot(spark, lake, table, columns)
+    """Columns of the latest version of a Delta table, read from its pinned files with Arrow (no collect)."""
+    from towerssl.lake import pinned_snapshot, read_snapshot
+
+    data = read_snapshot(pinned_snapshot(spark, lake, table), columns)
     return {c: data.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
 
@@ -521,7 +507,7 @@ def write_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-def plot_recall_by_decile(curves: Mapping[str, Mapping[int, float | None]], metric: str, path: str | Path) -> Path:
+def plot_recall_by_decile(curves: Mapping[str, Mapping[int | str, float | None]], metric: str, path: str | Path) -> Path:
     """PNG of recall by popularity decile, one line per named model (baseline included by the caller)."""
     import matplotlib
 
@@ -532,9 +518,9 @@ def plot_recall_by_decile(curves: Mapping[str, Mapping[int, float | None]], metr
     path.parent.mkdir(parents=True, exist_ok=True)
     figure, axis = plt.subplots(figsize=(7, 4))
     for name, by_decile in curves.items():
-        deciles = sorted(by_decile)
+        deciles = sorted(by_decile, key=int)  # int keys, or the string keys of recall_by_decile.json
         values = [np.nan if by_decile[d] is None else by_decile[d] for d in deciles]
-        axis.plot(deciles, values, marker="o", label=name)
+        axis.plot([int(d) for d in deciles], values, marker="o", label=name)
     axis.set_xlabel("item popularity decile (1 = the most clicked items holding a tenth of training clicks)")
     axis.set_ylabel(metric)
     axis.set_title(f"{metric} by item popularity decile")

@@ -15,7 +15,8 @@ import faiss
 import numpy as np
 import torch
 
-from towerssl.trainer.evaluate import ArrayLike, read_snapshot, top_k_items
+from towerssl.lake import pinned_snapshot, read_snapshot, write_table
+from towerssl.trainer.evaluate import ArrayLike, top_k_items
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,6 @@ def write_item_embeddings(
     import pandas as pd
     from pyspark.sql.types import ArrayType, FloatType, IntegerType, LongType, StructField, StructType
 
-    from towerssl.lake import write_table
-
     vectors = np.asarray(emb.detach().cpu() if isinstance(emb, torch.Tensor) else emb, dtype=np.float32)
     idx = np.asarray(item_idx, dtype=np.int32)
     ids = np.asarray(item_id, dtype=np.int64)
@@ -143,7 +142,7 @@ def write_item_embeddings(
 
 def read_item_embeddings(spark: Any, lake_or_dir: str | Path, table: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(item_idx [n], item_id [n], embedding float32 [n, D]) of the latest version, ordered by item_idx."""
-    data = read_snapshot(spark, lake_or_dir, table, ["item_idx", "item_id", "embedding"])
+    data = read_snapshot(pinned_snapshot(spark, lake_or_dir, table), ["item_idx", "item_id", "embedding"])
     order = np.argsort(data.column("item_idx").to_numpy(), kind="stable")
     flat = data.column("embedding").combine_chunks()
     dim = len(flat[0]) if len(flat) else 0
