@@ -51,6 +51,7 @@ class EtlConfig:
     id_min_count: int = 1  # item / user ids with fewer training clicks map to unknown
     multi_length: int = 8  # padded length of multi-valued fields without their own max_len
     multi_hard_limit: int = 256  # more values than this in one field: the row is rejected
+    click_files: int = 8  # data files per clicks table: readers shard and shuffle by file and row group
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -59,6 +60,8 @@ class EtlConfig:
             raise UsageError(f"split must be one of {', '.join(STRATEGIES)}, got {self.split!r}")
         if not (0 <= self.valid_fraction < 1 and 0 < self.test_fraction < 1 and self.valid_fraction + self.test_fraction < 1):
             raise UsageError("valid_fraction and test_fraction must be in [0, 1) and sum to less than 1")
+        if min(self.click_files, self.multi_length, self.multi_hard_limit) < 1:
+            raise UsageError("click_files, multi_length and multi_hard_limit must be >= 1")
 
 
 def read_input(spark: SparkSession, config: EtlConfig) -> RawInput:
@@ -180,7 +183,7 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
         "vocab": vocab,
         "items": items_table,
         "users": users_table,
-        **{f"{s}_clicks": clicks_indexed.where(F.col("split") == s).drop("split") for s in ("train", "valid", "test")},
+        **{f"{s}_clicks": clicks_indexed.where(F.col("split") == s).drop("split").repartition(config.click_files, "user_idx", "item_idx", "timestamp") for s in ("train", "valid", "test")},
         "fields": spark.createDataFrame(field_rows, "field string, owner string, multi boolean, length int, cardinality int, position int"),
         "rejects": rejects,
     }
@@ -196,8 +199,7 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
         "seconds": round(time.time() - started, 1),
     }
     log.info("etl done: %s", json.dumps(summary))
-    for df in (valid_items, valid_users, split, vocab, items_table, users_table, rejects):
-        df.unpersist()
+    spark.catalog.clearCache()  # the job's persisted intermediates
     return summary
 
 
@@ -216,6 +218,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-min-count", type=int, help="ids with fewer training clicks map to unknown (default 1)")
     parser.add_argument("--multi-length", type=int, help="padded length of multi-valued fields (default 8)")
     parser.add_argument("--multi-hard-limit", type=int, help="reject rows with more values than this in a field (default 256)")
+    parser.add_argument("--click-files", type=int, help="data files per clicks table, the unit of reader sharding (default 8)")
     parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
 
 

@@ -77,37 +77,35 @@ TAGS_FIELD = FieldDef("tags", "item", multi=True, max_len=TAGS)
 # --- lines and fields -------------------------------------------------------------------------------------
 
 
-def _lines(spark: SparkSession, directory: str, name: str, variant: str, encoding: str = "UTF-8") -> DataFrame:
-    """One row per line: RAW_COL (decoded with `encoding`) and SOURCE_COL; FileNotFoundError if missing."""
-    path = f"{directory.rstrip('/')}/{name}"
+def _text(spark: SparkSession, directory: str, name: str) -> DataFrame | None:
+    """The file's lines (Spark's text source), or None when it does not exist."""
     try:
-        text = spark.read.text(path)
+        return spark.read.text(f"{directory.rstrip('/')}/{name}")
     except AnalysisException as error:
         if error.getErrorClass() == "PATH_NOT_FOUND":
-            raise FileNotFoundError(f"{path}: not found (MovieLens {variant} needs {name})") from error
+            return None
         raise
+
+
+def _lines(spark: SparkSession, directory: str, name: str, variant: str, encoding: str = "UTF-8") -> DataFrame:
+    """One row per line: RAW_COL (decoded with `encoding`) and SOURCE_COL; FileNotFoundError if missing."""
+    text = _text(spark, directory, name)
+    if text is None:
+        raise FileNotFoundError(f"{directory.rstrip('/')}/{name}: not found (MovieLens {variant} needs {name})")
     # The text source keeps a line's bytes as they are; casting to binary gives them back for decoding.
     raw = F.col("value") if encoding == "UTF-8" else F.decode(F.col("value").cast("binary"), encoding)
     return text.select(raw.alias(RAW_COL), F.input_file_name().alias(SOURCE_COL))
 
 
-def _exists(spark: SparkSession, directory: str, name: str) -> bool:
-    try:
-        spark.read.text(f"{directory.rstrip('/')}/{name}")
-    except AnalysisException as error:
-        if error.getErrorClass() == "PATH_NOT_FOUND":
-            return False
-        raise
-    return True
-
-
-def _split(lines: DataFrame, sep: str, names: tuple[str, ...], well_formed: Column | None = None) -> DataFrame:
-    """Fields separated by the literal `sep`; a line with another field count (or not well_formed) is corrupt."""
+def _split(
+    lines: DataFrame, sep: str, names: tuple[str, ...], well_formed: Callable[[Column], Column] | None = None
+) -> DataFrame:
+    """Fields separated by the literal `sep`; a line with another field count (or not well_formed(parts)) is corrupt."""
     parts = F.split(F.col(RAW_COL), f"\\Q{sep}\\E", -1)
     fields = lines.select("*", *[F.get(parts, i).alias(n) for i, n in enumerate(names)])
     ok = F.size(parts) == len(names)
     if well_formed is not None:
-        ok = ok & well_formed
+        ok = ok & well_formed(parts)
     return fields.withColumn(CORRUPT_COL, F.when(~ok, F.col(RAW_COL)))
 
 
@@ -187,8 +185,10 @@ def _ml100k_interactions(spark: SparkSession, path: str) -> DataFrame:
 def _ml100k_items(spark: SparkSession, path: str) -> DataFrame:
     flags = tuple(f"flag_{i}" for i in range(len(ML100K_GENRES)))
     lines = _lines(spark, path, "u.item", "movielens-100k", LATIN_1)
-    parts = F.split(F.col(RAW_COL), r"\|", -1)
-    flags_ok = F.forall(F.slice(parts, 6, len(flags)), lambda v: v.isin("0", "1"))
+
+    def flags_ok(parts: Column) -> Column:
+        return F.forall(F.slice(parts, 6, len(flags)), lambda v: v.isin("0", "1"))
+
     parsed = _split(lines, "|", ("item", "title", "released", "video_released", "url") + flags, flags_ok)
     genres = F.array_compact(F.array(*[F.when(F.col(f) == "1", F.lit(g)) for f, g in zip(flags, ML100K_GENRES) if g not in NO_GENRE]))
     released_year = F.regexp_extract(F.col("released"), r"(\d{4})$", 1)
@@ -255,7 +255,7 @@ def _latest_tags(spark: SparkSession, path: str) -> DataFrame:
 def _latest_items(spark: SparkSession, path: str) -> DataFrame:
     parsed = _csv(_lines(spark, path, "movies.csv", "movielens-latest-small"), "movieId,title,genres", ("item", "title", "genres"))
     columns = {"item_id": F.col("item")} | _movie_columns(F.col("title"), _genre_list(F.col("genres")))
-    if _exists(spark, path, "tags.csv"):
+    if _text(spark, path, "tags.csv") is not None:
         parsed = parsed.join(_latest_tags(spark, path), "item", "left")
         columns["tags"] = F.col("tags")
     return _frame(parsed, columns)

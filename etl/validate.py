@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -62,7 +63,8 @@ def field_values(field: FieldDef) -> Column:
 
 
 def _split(df: DataFrame, failure: Column, input_name: str, keep: list[Column]) -> Checked:
-    flagged = df.withColumn("_failure", failure)
+    """Valid and rejected rows from one evaluation of the checks (persisted: both halves read it)."""
+    flagged = df.withColumn("_failure", failure).persist(StorageLevel.MEMORY_AND_DISK)
     rejects = flagged.where(F.col("_failure").isNotNull()).select(
         F.lit(input_name).alias("input"),
         F.col(SOURCE_COL).alias("source"),

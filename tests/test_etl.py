@@ -8,7 +8,8 @@ from pyspark.sql import functions as F
 from rawdata import clean_dataset, write_raw
 from towerssl.etl.job import EtlConfig, run_etl
 from towerssl.etl.layout import RawInputError
-from towerssl.lake import commit_metadata, latest_version, read_table, table_path
+from towerssl.etl.split import split_global, split_per_user
+from towerssl.lake import commit_metadata, latest_version, pinned_snapshot, read_table, table_path
 
 # (expected reason, expected field, the bad interaction row). Each row is otherwise plausible.
 BAD_INTERACTIONS = [
@@ -114,6 +115,28 @@ def test_global_split_is_last_tenth_by_time(lake_run):
     assert counts["test"] == round(total * 0.1) and counts["valid"] == round(total * 0.1)
     bounds = {s: df.agg(F.min("timestamp"), F.max("timestamp")).first() for s, df in parts.items()}
     assert bounds["train"][1] <= bounds["valid"][0] and bounds["valid"][1] <= bounds["test"][0]
+    assert len(pinned_snapshot(spark, config.lake, "train_clicks").files) > 1  # readers shard by file
+
+
+def test_per_user_split_holds_out_each_users_last_clicks(spark):
+    rows = [(u, i, 100 * u + t) for u in range(1, 4) for i, t in enumerate(range(10 * u))] + [(9, 1, 5), (9, 2, 6)]
+    clicks = spark.createDataFrame(rows, "user_id long, item_id long, timestamp long")
+    split = {(r["user_id"], r["timestamp"]): r["split"] for r in split_per_user(clicks, 0.1, 0.1, min_user_clicks=3).collect()}
+    for user in range(1, 4):
+        n = 10 * user
+        held = max(1, round(n * 0.1))
+        times = sorted(t for (u, t) in split if u == user)
+        assert [split[(user, t)] for t in times] == ["train"] * (n - 2 * held) + ["valid"] * held + ["test"] * held
+    assert split[(9, 5)] == split[(9, 6)] == "train"  # too few clicks: all in train
+
+
+def test_global_split_breaks_timestamp_ties_by_user_then_item(spark):
+    rows = [(u, i, 1000) for u in (2, 1) for i in (5, 4)] + [(1, 1, t) for t in range(6)]
+    clicks = spark.createDataFrame(rows, "user_id long, item_id long, timestamp long")
+    split = {(r["user_id"], r["item_id"], r["timestamp"]): r["split"] for r in split_global(clicks, 0.2, 0.2).collect()}
+    # 10 clicks: the last 2 in (timestamp, user, item) order are test, the 2 before valid
+    assert [k for k, v in sorted(split.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1])) if v != "train"] == [(1, 4, 1000), (1, 5, 1000), (2, 4, 1000), (2, 5, 1000)]
+    assert split[(2, 4, 1000)] == split[(2, 5, 1000)] == "test" and split[(1, 4, 1000)] == "valid"
 
 
 def test_commit_records_run_id_and_config(lake_run):
