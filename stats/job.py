@@ -1,0 +1,116 @@
+"""`towerssl stats`: item_stats and feature_mi from the ETL tables, written next to them, plus the MI heatmap."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+
+from towerssl.config import build_config, config_dict
+from towerssl.errors import UsageError
+from towerssl.lake import read_table, write_table
+from towerssl.spark import spark_session
+from towerssl.stats.fields import item_fields
+from towerssl.stats.heatmap import plot_mi_heatmap
+from towerssl.stats.mi import feature_mi
+from towerssl.stats.popularity import DEFAULT_NEW_ITEM_FLOOR, check_new_item_floor, click_counts, item_stats
+from towerssl.stats.readers import load_mi_matrix
+
+log = logging.getLogger(__name__)
+
+WEIGHTINGS = ("items", "clicks")
+HEATMAP = "_reports/feature_mi.png"  # under the lake directory unless report_dir is set
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    mi_weighting: str = "items"  # items: each item weighs 1 in the MI; clicks: each item weighs its training clicks
+    new_item_floor: float = DEFAULT_NEW_ITEM_FLOOR  # clicks assumed for log_p of items without a training click
+    report_dir: str | None = None  # where feature_mi.png goes; default LAKE_DIR/_reports
+
+    def __post_init__(self) -> None:
+        if self.mi_weighting not in WEIGHTINGS:
+            raise UsageError(f"mi_weighting must be one of {', '.join(WEIGHTINGS)}, got {self.mi_weighting!r}")
+        check_new_item_floor(self.new_item_floor)
+
+
+def heatmap_path(lake: str | Path, config: StatsConfig) -> Path | None:
+    """Where the PNG goes: report_dir, else LAKE_DIR/_reports (None for a remote lake without report_dir)."""
+    if config.report_dir is not None:
+        return Path(config.report_dir) / Path(HEATMAP).name
+    return None if "://" in str(lake) else Path(lake) / HEATMAP
+
+
+def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id: str | None = None) -> dict[str, Any]:
+    """Write item_stats and feature_mi (one Delta commit each) and the heatmap; return a summary."""
+    run_id = run_id or uuid.uuid4().hex[:12]
+    record = {"lake": str(lake), **config_dict(config)}
+    started = time.time()
+    items = read_table(spark, lake, "items")
+    train_clicks = read_table(spark, lake, "train_clicks")
+    fields = item_fields(read_table(spark, lake, "fields"), items)
+    log.info("item fields: %s", ", ".join(f"{f.name}[{f.length}]" if f.multi else f.name for f in fields))
+
+    clicks = click_counts(items, train_clicks).persist(StorageLevel.MEMORY_AND_DISK)
+    write_table(item_stats(clicks, config.new_item_floor), lake, "item_stats", run_id, record)
+    buckets = dict(read_table(spark, lake, "item_stats").groupBy("bucket").count().collect())
+    n_items = sum(buckets.values())
+    popularity_s = time.time() - started
+    log.info("item_stats: %d items in %.1f s (%s)", n_items, popularity_s, ", ".join(f"{b} {buckets.get(b, 0)}" for b in ("head", "torso", "tail", "new")))
+
+    mi_started = time.time()
+    weighted = config.mi_weighting == "clicks"
+    mi_items = items.join(clicks, "item_idx") if weighted else items
+    write_table(feature_mi(mi_items, fields, weight="clicks" if weighted else None), lake, "feature_mi", run_id, record)
+    clicks.unpersist()
+    mi_s = time.time() - mi_started
+    log.info("feature_mi: %d field pairs over %d items in %.1f s (%.0f items/s), weighting %s",
+             len(fields) * (len(fields) - 1) // 2, n_items, mi_s, n_items / max(mi_s, 1e-9), config.mi_weighting)
+
+    names = [f.name for f in fields]
+    mi, nmi = load_mi_matrix(spark, lake, names, normalized=False), load_mi_matrix(spark, lake, names, normalized=True)
+    for a, name in enumerate(names):
+        partners = sorted((b for b in range(len(names)) if b != a), key=lambda b: -nmi[a, b])[:3]
+        log.info("H(%s) = %.3f nats; top nmi partners: %s", name, mi[a, a], ", ".join(f"{names[b]} {nmi[a, b]:.3f}" for b in partners))
+    png = heatmap_path(lake, config)
+    if png is None:
+        log.warning("lake %s is not a local directory: no heatmap written (set report_dir)", lake)
+    else:
+        plot_mi_heatmap(mi, nmi, names, png)
+        log.info("heatmap: %s", png)
+    return {
+        "run_id": run_id, "items": n_items, "buckets": buckets, "fields": names,
+        "popularity_seconds": round(popularity_s, 1), "mi_seconds": round(mi_s, 1), "heatmap": str(png) if png else None,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lake", required=True, help="lake directory: reads items, train_clicks, fields; writes item_stats, feature_mi")
+    parser.add_argument("--config", help="YAML file; its `stats:` section sets any option below (flags win)")
+    parser.add_argument("--mi-weighting", choices=WEIGHTINGS, help="items (default): each item weighs 1 in the MI; clicks: its training clicks")
+    parser.add_argument("--new-item-floor", type=float, help=f"clicks assumed for log_p of new items, in (0, 1] (default {DEFAULT_NEW_ITEM_FLOOR})")
+    parser.add_argument("--report-dir", help="directory of feature_mi.png (default LAKE_DIR/_reports)")
+    parser.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {"mi_weighting": args.mi_weighting, "new_item_floor": args.new_item_floor, "report_dir": args.report_dir}
+    config = build_config(StatsConfig, args.config, overrides, section="stats")
+    run_stats(spark_session("towerssl-stats", master=args.master), args.lake, config)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`spark-submit jobs/stats.py --lake LAKE_DIR ...`: the same options as `towerssl stats`."""
+    import sys
+
+    from towerssl.cli import main as cli_main
+
+    return cli_main(["stats", *(sys.argv[1:] if argv is None else argv)])
