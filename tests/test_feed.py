@@ -18,7 +18,7 @@ import torch
 from pyspark.sql import functions as F
 
 from towerssl.lake import pinned_snapshot, write_table
-from towerssl.trainer.feed import ClickFeed, FeedError, to_device
+from towerssl.trainer.feed import ClickFeed, FeedError, ShuffleBuffer, to_device
 
 ROWS = 2400  # the pinned version: 4 files of 600 rows, 100-row row groups
 OLD_START, OLD_ROWS = 1_000_000, 500  # the overwritten version, ids that must never come out
@@ -94,6 +94,7 @@ def test_every_row_of_the_pinned_version_once_per_epoch(files, lake):
     assert source.num_rows == ROWS and source.num_row_groups == ROWS // ROW_GROUP_ROWS
     assert len(batches) == source.batches_per_epoch == -(-ROWS // 64)
     assert [len(b["timestamp"]) for b in batches[:-1]] == [64] * (len(batches) - 1)
+    assert 0 < len(batches[-1]["timestamp"]) < 64
     assert torch.equal(row_ids(batches).sort().values, torch.arange(ROWS))
     # The table directory still holds the overwritten version's files; the pinned list leaves them out.
     assert len(list((root / "train_clicks").glob("*.parquet"))) > len(files)
@@ -142,8 +143,9 @@ def test_a_new_process_resumes_the_same_batches(files):
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONWARNINGS="ignore")
     child = subprocess.run(
         [sys.executable, "-c", code, json.dumps(list(files))],
-        cwd=Path(__file__).parent, env=env, capture_output=True, text=True, check=True,
+        cwd=Path(__file__).parent, env=env, capture_output=True, text=True,
     )
+    assert child.returncode == 0, child.stderr[-3000:]
     assert child.stdout.strip() == digest(files, 1, 3)
 
 
@@ -196,6 +198,41 @@ def test_to_device_keeps_values_and_pins_only_with_cuda(files):
     moved = to_device(batch, "cuda" if torch.cuda.is_available() else "cpu")
     assert moved.keys() == batch.keys()
     assert all(torch.equal(moved[name].cpu(), batch[name]) for name in batch)
+
+
+def test_shuffle_buffer_gives_back_every_row_once():
+    buffer = ShuffleBuffer(2, 1000, torch.Generator().manual_seed(0))
+    rows = torch.arange(900).repeat(2, 1)
+    taken = []
+    for start in range(0, 900, 150):
+        buffer.add(rows[:, start : start + 150])
+        taken.append(buffer.take(40 if start % 300 else 130))  # both sampling paths (rejection, permutation)
+    taken.append(buffer.take(len(buffer)))
+    out = torch.cat(taken, dim=1)
+    assert len(buffer) == 0 and torch.equal(out[0], out[1])
+    assert torch.equal(out[0].sort().values, torch.arange(900))
+
+
+@pytest.mark.parametrize("count", [3, 15])  # 3 of 40: draws with replacement; 15 of 40: a permutation
+def test_shuffle_buffer_draws_uniformly_in_random_order(count):
+    """Chi-square over 4000 seeded draws, each after an earlier draw moved rows around in the buffer: every
+    row present is drawn with probability count/40 and comes first with probability 1/40
+    (p = 0.001 threshold for 39 degrees of freedom: 72.05)."""
+    size, trials = 40, 4000
+    drawn, first = torch.zeros(size), torch.zeros(size)
+    for trial in range(trials):
+        buffer = ShuffleBuffer(1, size, torch.Generator().manual_seed(trial))
+        buffer.add(torch.arange(size).unsqueeze(0))
+        earlier = buffer.take(7)[0]
+        buffer.add(torch.arange(size, size + 7).unsqueeze(0))
+        kept = torch.arange(size)[~torch.isin(torch.arange(size), earlier)]
+        present = torch.cat([kept, torch.arange(size, size + 7)])
+        slots = torch.searchsorted(present, buffer.take(count)[0])  # each row's rank among the rows present
+        drawn[slots] += 1
+        first[slots[0]] += 1
+    expected = trials * count / size
+    assert (((drawn - expected) ** 2) / expected).sum() < 72.05
+    assert (((first - trials / size) ** 2) / (trials / size)).sum() < 72.05
 
 
 def write_parquet(path: Path, table: pa.Table) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from itertools import count, islice
@@ -76,6 +76,50 @@ def _derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
+class ShuffleBuffer:
+    """Rows waiting to be drawn at random, in fixed storage: a draw costs O(rows drawn), not O(buffer)."""
+
+    def __init__(self, columns: int, capacity: int, generator: torch.Generator) -> None:
+        self._rows = torch.empty((columns, capacity), dtype=torch.int64)
+        self._size = 0
+        self._generator = generator
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, chunk: torch.Tensor) -> None:
+        """Append rows [columns, n]."""
+        end = self._size + chunk.shape[1]
+        if end > self._rows.shape[1]:
+            raise ValueError(f"{end} rows do not fit a shuffle buffer of {self._rows.shape[1]}")
+        self._rows[:, self._size : end] = chunk
+        self._size = end
+
+    def take(self, count: int) -> torch.Tensor:
+        """count rows [columns, count] drawn uniformly without replacement, in random order; the rest stay."""
+        picked = self._distinct(count)
+        drawn = self._rows.index_select(1, picked)
+        end = self._size - count  # undrawn rows past the new end move into the holes before it
+        holes = picked[picked < end]
+        undrawn_tail = torch.ones(count, dtype=torch.bool)
+        undrawn_tail[picked[picked >= end] - end] = False
+        movers = end + undrawn_tail.nonzero().squeeze(1)
+        self._rows.index_copy_(1, holes, self._rows.index_select(1, movers))
+        self._size = end
+        return drawn
+
+    def _distinct(self, count: int) -> torch.Tensor:
+        """count distinct positions below the size, uniformly, in random order."""
+        if count * 4 >= self._size:
+            return torch.randperm(self._size, generator=self._generator)[:count]
+        # Draws with replacement: by symmetry the distinct values are a uniform subset of their number.
+        picked = torch.empty(0, dtype=torch.int64)
+        while picked.numel() < count:
+            draws = torch.randint(self._size, (count + count // 2,), generator=self._generator)
+            picked = torch.cat([picked, draws]).unique()
+        return picked[torch.randperm(picked.numel(), generator=self._generator)[:count]]
+
+
 class ClickFeed:
     """Shuffled batches of click indices from the files of one pinned snapshot, for one rank."""
 
@@ -124,6 +168,7 @@ class ClickFeed:
         sizes = [size for file_sizes in per_file for size in file_sizes]
         self.num_row_groups = len(sizes)
         self.num_rows = sum(sizes)
+        self.largest_row_group = max(sizes, default=0)
         if world_size > self.num_row_groups:
             raise FeedError(
                 f"the snapshot has {self.num_row_groups} row groups, fewer than world_size={world_size}: "
@@ -161,19 +206,36 @@ class ClickFeed:
             blocks.close()  # stops and joins the reader now, also when the caller stops early
 
     def _blocks(self, epoch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-        """Shuffled blocks [columns, rows] of the epoch.
+        """Blocks [columns, batch_size] drawn at random from a buffer kept at shuffle_buffer rows or more.
 
-        One rank reads its shard in whole passes: every row of a pass is out before the next pass starts, so
-        a rank yields its entire shard before it repeats any row. Unsharded, there is exactly one pass.
+        After each row group, all the batches it makes ready are drawn at once (one draw per row group, not
+        per batch). One rank reads its shard in whole passes: each pass is drained before the next starts and
+        the rows short of a full batch lead the next pass, so a rank yields its entire shard before it repeats
+        any row. Unsharded, there is exactly one pass, and its last rows form a short batch unless drop_last.
         """
-        remainder = torch.empty((len(self.columns), 0), dtype=torch.int64)
+        size = self.batch_size
+        buffer = ShuffleBuffer(len(self.columns), self.shuffle_buffer + size + self.largest_row_group, generator)
+        head = torch.empty((len(self.columns), 0), dtype=torch.int64)  # carried over from the previous pass
         for _ in count() if self.world_size > 1 else range(1):
+            rows_read = 0
             with self._reader(epoch) as reader:
-                remainder, rows_read = yield from self._shuffled(self._chunks(reader), generator, remainder)
+                for chunk in self._chunks(reader):
+                    rows_read += chunk.shape[1]
+                    buffer.add(chunk)
+                    ready = max(0, head.shape[1] + len(buffer) - self.shuffle_buffer) // size
+                    if ready:
+                        drawn = _joined(head, buffer.take(ready * size - head.shape[1]))
+                        head = head[:, :0]
+                        yield from drawn.split(size, dim=1)
             if rows_read == 0:
                 raise FeedError(f"rank {self.rank}'s shard of the snapshot has no rows in epoch {epoch}")
-        if remainder.shape[1] and not self.drop_last:
-            yield remainder
+            drawn = _joined(head, buffer.take(len(buffer)))
+            whole = drawn.shape[1] // size * size
+            if whole:  # split() of no rows would still give one (empty) block
+                yield from drawn[:, :whole].split(size, dim=1)
+            head = drawn[:, whole:]
+        if head.shape[1] and not self.drop_last:
+            yield head
 
     @contextmanager
     def _reader(self, epoch: int):
@@ -204,34 +266,6 @@ class ClickFeed:
                 if array.dtype.kind not in "iu":
                     raise FeedError(f"column {column!r} read as {array.dtype} (null values in the snapshot?)")
             yield torch.from_numpy(np.stack(arrays).astype(np.int64, copy=False))
-
-    def _shuffled(
-        self, chunks: Iterator[torch.Tensor], generator: torch.Generator, carried: torch.Tensor
-    ) -> Generator[torch.Tensor, None, tuple[torch.Tensor, int]]:
-        """Full batches [columns, batch_size] drawn at random from a buffer of at least shuffle_buffer rows.
-
-        Each incoming row group is appended and the buffer permuted once; taking batches from the front of a
-        random permutation is sampling without replacement, so no per-row Python work is needed. The rows
-        carried over from the previous pass (fewer than a batch) go first, into the first batch. When the
-        chunks end, the buffer is drained; returns (the rows short of a full batch, rows read).
-        """
-        size = self.batch_size
-        head, buffer, rows_read = carried, carried[:, :0], 0
-        for chunk in chunks:
-            rows_read += chunk.shape[1]
-            buffer = _joined(buffer, chunk)
-            buffer = buffer.index_select(1, torch.randperm(buffer.shape[1], generator=generator))
-            ready = max(0, head.shape[1] + buffer.shape[1] - self.shuffle_buffer) // size
-            if ready:
-                queue, head = _joined(head, buffer), head[:, :0]
-                for start in range(0, ready * size, size):
-                    yield queue[:, start : start + size]
-                buffer = queue[:, ready * size :]
-        queue = _joined(head, buffer)
-        whole = queue.shape[1] // size
-        for start in range(0, whole * size, size):
-            yield queue[:, start : start + size]
-        return queue[:, whole * size :], rows_read
 
     def _placed(self, column: torch.Tensor) -> torch.Tensor:
         return column.pin_memory() if self.pin_memory else column.contiguous()
