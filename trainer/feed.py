@@ -268,7 +268,8 @@ class ClickFeed:
             yield torch.from_numpy(np.stack(arrays).astype(np.int64, copy=False))
 
     def _placed(self, column: torch.Tensor) -> torch.Tensor:
-        return column.pin_memory() if self.pin_memory else column.contiguous()
+        """A batch column is a contiguous view of the rows drawn; pinning copies it to page-locked memory."""
+        return column.pin_memory() if self.pin_memory else column
 
 
 def _joined(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
