@@ -521,6 +521,7 @@ def plot_recall_by_decile(curves: Mapping[str, Mapping[int | str, float | None]]
         deciles = sorted(by_decile, key=int)  # int keys, or the string keys of recall_by_decile.json
         values = [np.nan if by_decile[d] is None else by_decile[d] for d in deciles]
         axis.plot([int(d) for d in deciles], values, marker="o", label=name)
+    axis.set_xticks(sorted({int(d) for by_decile in curves.values() for d in by_decile}))
     axis.set_xlabel("item popularity decile (1 = the most clicked items holding a tenth of training clicks)")
     axis.set_ylabel(metric)
     axis.set_title(f"{metric} by item popularity decile")
@@ -542,5 +543,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path, plot_k: int = 
     return {
         "metrics": write_metrics(evaluation.metrics, out_dir / "metrics.json"),
         "deciles": deciles_path,
-        "plot": plot_recall_by_decile({name: curves[metric] for name, curves in evaluation.deciles.items()}, metric, out_dir / "recall_by_decile.png"),
+        "plot": plot_recall_by_decile(
+            {"model": evaluation.deciles["model"][metric], "popularity baseline": evaluation.deciles["baseline"][metric]}, metric, out_dir / "recall_by_decile.png"
+        ),
     }
