@@ -25,6 +25,9 @@ _DELTA_CONF = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.ui.showConsoleProgress": "false",
 }
+# Only where this process starts the JVM (not under spark-submit, which sets its own): Spark's 1g default
+# is too small for the ETL's joins and windows even on MovieLens-sized data.
+_LOCAL_DRIVER_MEMORY = os.environ.get("TOWERSSL_DRIVER_MEMORY", "4g")
 
 
 def _launched_by_spark_submit() -> bool:
@@ -51,6 +54,7 @@ def spark_session(app_name: str = "towerssl", master: str | None = None, conf: d
     settings = dict(_DELTA_CONF)
     if not _launched_by_spark_submit():
         jars = delta_jars()
+        settings["spark.driver.memory"] = _LOCAL_DRIVER_MEMORY
         if jars:
             settings["spark.jars"] = ",".join(jars)
         else:

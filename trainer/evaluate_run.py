@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
-    """Writes RUN_DIR/metrics.json (+ recall_by_decile.json/.png) and returns the metrics."""
+    """Writes RUN_DIR/metrics.json (+ recall_by_decile.json/.png, and evaluation_info.json naming the split and
+    table versions) and returns the metrics."""
     run = TrainedRun.load(run_dir)
     manifest, towers = run.manifest, run.towers
     _, bucket, decile = item_clicks(manifest)
@@ -35,11 +36,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     item_emb = embed(towers.item_tower, items)
     user_emb = embed(towers.user_tower, users, torch.from_numpy(user_idx))
     evaluation = evaluate(data, item_emb, user_idx, user_emb)
-    metrics = {**evaluation.metrics, "split": split, "table_versions": manifest.versions()}
-    evaluation = type(evaluation)(metrics, evaluation.deciles)
     paths = write_evaluation(evaluation, run.run_dir)
+    info = {"split": split, "table": SPLITS[split], "table_versions": manifest.versions()}
+    (run.run_dir / "evaluation_info.json").write_text(json.dumps(info, indent=1))
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
-    return metrics
+    return evaluation.metrics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
