@@ -101,21 +101,24 @@ def _split(
     lines: DataFrame, sep: str, names: tuple[str, ...], well_formed: Callable[[Column], Column] | None = None
 ) -> DataFrame:
     """Fields separated by the literal `sep`; a line with another field count (or not well_formed(parts)) is corrupt."""
-    parts = F.split(F.col(RAW_COL), f"\\Q{sep}\\E", -1)
-    fields = lines.select("*", *[F.get(parts, i).alias(n) for i, n in enumerate(names)])
-    ok = F.size(parts) == len(names)
+    split = lines.withColumn("_parts", F.split(F.col(RAW_COL), f"\\Q{sep}\\E", -1))  # split once, read many times
+    ok = F.size("_parts") == len(names)
     if well_formed is not None:
-        ok = ok & well_formed(parts)
-    return fields.withColumn(CORRUPT_COL, F.when(~ok, F.col(RAW_COL)))
+        ok = ok & well_formed(F.col("_parts"))
+    fields = [F.get(F.col("_parts"), i).alias(n) for i, n in enumerate(names)]
+    return split.select(*lines.columns, *fields, F.when(~ok, F.col(RAW_COL)).alias(CORRUPT_COL))
 
 
 def _csv(lines: DataFrame, header: str, names: tuple[str, ...]) -> DataFrame:
     """RFC-4180 lines (header dropped); a wrong field count or a stray quote makes the line corrupt."""
-    body = lines.where(F.col(RAW_COL) != header)
-    unquoted = F.regexp_replace(F.col(RAW_COL), _QUOTED, "")
-    ok = ~unquoted.contains('"') & (F.size(F.split(unquoted, ",", -1)) == len(names))
-    parsed = F.from_csv(F.col(RAW_COL), ", ".join(f"`{n}` STRING" for n in names), {"escape": '"'})
-    return body.select("*", *[parsed[n].alias(n) for n in names]).withColumn(CORRUPT_COL, F.when(~ok, F.col(RAW_COL)))
+    body = lines.where(F.col(RAW_COL) != header).select(
+        *lines.columns,
+        F.from_csv(F.col(RAW_COL), ", ".join(f"`{n}` STRING" for n in names), {"escape": '"'}).alias("_parsed"),
+        F.regexp_replace(F.col(RAW_COL), _QUOTED, "").alias("_unquoted"),
+    )
+    ok = ~F.col("_unquoted").contains('"') & (F.size(F.split("_unquoted", ",", -1)) == len(names))
+    fields = [F.col(f"_parsed.`{n}`").alias(n) for n in names]
+    return body.select(*lines.columns, *fields, F.when(~ok, F.col(RAW_COL)).alias(CORRUPT_COL))
 
 
 def _frame(parsed: DataFrame, columns: dict[str, Column]) -> DataFrame:
@@ -123,8 +126,8 @@ def _frame(parsed: DataFrame, columns: dict[str, Column]) -> DataFrame:
 
 
 def _joined(values: Column) -> Column:
-    """array<string> -> one '|'-joined string, null when empty."""
-    return F.when(F.size(values) > 0, F.array_join(values, "|"))
+    """array<string> without empty strings -> one '|'-joined string, null when the array is empty."""
+    return F.nullif(F.array_join(values, "|"), F.lit(""))
 
 
 # --- item features ---------------------------------------------------------------------------------------
@@ -134,22 +137,21 @@ def _genre_list(genres: Column) -> Column:
     return _joined(F.filter(F.split(genres, r"\|"), lambda g: (g != "") & ~g.isin(*NO_GENRE)))
 
 
-def _year_bucket(title: Column, fallback_year: Column | None = None) -> Column:
-    year = F.regexp_extract(title, _YEAR_SUFFIX, 1)
+def _with_year(parsed: DataFrame, fallback_year: Column | None = None) -> DataFrame:
+    """Adds _year: the title's year, else fallback_year, else null (a column of its own, computed once)."""
+    year = F.nullif(F.regexp_extract("title", _YEAR_SUFFIX, 1), F.lit(""))
     if fallback_year is not None:
-        year = F.when(year == "", fallback_year).otherwise(year)
-    start = F.floor(year.cast("int") / YEAR_BUCKET) * YEAR_BUCKET
-    return F.when(year.rlike(r"^\d{4}$"), F.format_string("%d-%d", start, start + YEAR_BUCKET - 1))
+        year = F.coalesce(year, F.nullif(fallback_year, F.lit("")))
+    return parsed.withColumn("_year", year)
 
 
-def _title_words(title: Column) -> Column:
-    words = F.split(F.lower(F.regexp_replace(title, _YEAR_SUFFIX, "")), r"[^\p{L}\p{N}]+")
+def _movie_columns(genres: Column) -> dict[str, Column]:
+    """genres, year (bucket) and title (words) from the columns title and _year (see _with_year)."""
+    start = F.floor(F.col("_year").cast("int") / YEAR_BUCKET) * YEAR_BUCKET
+    year = F.when(F.col("_year").isNotNull(), F.format_string("%d-%d", start, start + YEAR_BUCKET - 1))
+    words = F.split(F.lower(F.regexp_replace("title", _YEAR_SUFFIX, "")), r"[^\p{L}\p{N}]+")
     kept = F.array_distinct(F.filter(words, lambda w: (F.length(w) > 1) & ~w.isin(*STOPWORDS)))
-    return _joined(F.slice(kept, 1, TITLE_WORDS))
-
-
-def _movie_columns(title: Column, genres: Column, fallback_year: Column | None = None) -> dict[str, Column]:
-    return {"genres": genres, "year": _year_bucket(title, fallback_year), "title": _title_words(title)}
+    return {"genres": genres, "year": year, "title": _joined(F.slice(kept, 1, TITLE_WORDS))}
 
 
 # --- user features ---------------------------------------------------------------------------------------
@@ -170,8 +172,7 @@ def _age_bucket_from_years(age: Column) -> Column:
 
 
 def _zip_area(zip_code: Column) -> Column:
-    first = F.upper(F.substring(F.trim(zip_code), 1, 1))
-    return F.when(first != "", first)
+    return F.nullif(F.upper(F.substring(F.trim(zip_code), 1, 1)), F.lit(""))
 
 
 # --- the variants ----------------------------------------------------------------------------------------
@@ -191,9 +192,8 @@ def _ml100k_items(spark: SparkSession, path: str) -> DataFrame:
 
     parsed = _split(lines, "|", ("item", "title", "released", "video_released", "url") + flags, flags_ok)
     genres = F.array_compact(F.array(*[F.when(F.col(f) == "1", F.lit(g)) for f, g in zip(flags, ML100K_GENRES) if g not in NO_GENRE]))
-    released_year = F.regexp_extract(F.col("released"), r"(\d{4})$", 1)
-    movie = _movie_columns(F.col("title"), _joined(genres), released_year)
-    return _frame(parsed, {"item_id": F.col("item")} | movie)
+    with_year = _with_year(parsed, F.regexp_extract("released", r"(\d{4})$", 1))
+    return _frame(with_year, {"item_id": F.col("item")} | _movie_columns(_joined(genres)))
 
 
 def _ml100k_users(spark: SparkSession, path: str) -> DataFrame:
@@ -217,7 +217,7 @@ def _ml1m_interactions(spark: SparkSession, path: str) -> DataFrame:
 
 def _ml1m_items(spark: SparkSession, path: str) -> DataFrame:
     parsed = _split(_lines(spark, path, "movies.dat", "movielens-1m", LATIN_1), "::", ("item", "title", "genres"))
-    return _frame(parsed, {"item_id": F.col("item")} | _movie_columns(F.col("title"), _genre_list(F.col("genres"))))
+    return _frame(_with_year(parsed), {"item_id": F.col("item")} | _movie_columns(_genre_list(F.col("genres"))))
 
 
 def _ml1m_users(spark: SparkSession, path: str) -> DataFrame:
@@ -254,11 +254,11 @@ def _latest_tags(spark: SparkSession, path: str) -> DataFrame:
 
 def _latest_items(spark: SparkSession, path: str) -> DataFrame:
     parsed = _csv(_lines(spark, path, "movies.csv", "movielens-latest-small"), "movieId,title,genres", ("item", "title", "genres"))
-    columns = {"item_id": F.col("item")} | _movie_columns(F.col("title"), _genre_list(F.col("genres")))
+    columns = {"item_id": F.col("item")} | _movie_columns(_genre_list(F.col("genres")))
     if _text(spark, path, "tags.csv") is not None:
         parsed = parsed.join(_latest_tags(spark, path), "item", "left")
         columns["tags"] = F.col("tags")
-    return _frame(parsed, columns)
+    return _frame(_with_year(parsed), columns)
 
 
 @dataclass(frozen=True)
