@@ -160,7 +160,7 @@ class ItemCatalog:
     release_ts: np.ndarray
     is_new: np.ndarray
     sampler: GroupedSampler  # group segment * len(CATEGORIES) + category -> item index
-    category_mix: GroupedSampler  # one group -> category, by catalog share (a user exploring)
+    category_share: np.ndarray  # P(primary category): where an exploring user looks
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ def _build_items(count: int, seed: int) -> ItemCatalog:
     any_brand = GroupedSampler(np.zeros(n_brands, dtype=np.int64), brand_weight, np.arange(n_brands), 1)
 
     category_weight = rng.dirichlet(np.full(n_cat, 3.0))
-    primary = GroupedSampler.from_matrix(category_weight[None]).sample(np.zeros(count, dtype=np.int64), rng.random(count))
+    primary = rng.choice(n_cat, size=count, p=category_weight)
     primary[:n_cat] = np.arange(n_cat)  # every category has items, and (never new) released ones
     second = (primary + 1 + rng.integers(n_cat - 1, size=count)) % n_cat
     categories = np.stack([primary, second], axis=1)
@@ -228,7 +228,7 @@ def _build_items(count: int, seed: int) -> ItemCatalog:
         brand_by_category.sample(primary, rng.random(count)),
         any_brand.sample(np.zeros(count, dtype=np.int64), rng.random(count)),
     )
-    move = GroupedSampler.from_matrix(np.array([PRICE_MOVE])).sample(np.zeros(count, dtype=np.int64), rng.random(count)) - 1
+    move = rng.choice(3, size=count, p=PRICE_MOVE) - 1
     price = np.clip(brand_tier[brand] + move, 0, len(PRICES) - 1)
 
     # Distinct keywords per item: a random order of the category pool and of the generic pool, slot by slot.
@@ -264,7 +264,7 @@ def _build_items(count: int, seed: int) -> ItemCatalog:
             "city": pa.array(np.asarray(CITIES)[city]),
         }
     )
-    return ItemCatalog(ids, table, release_ts, is_new, sampler, GroupedSampler.from_matrix(category_weight[None]))
+    return ItemCatalog(ids, table, release_ts, is_new, sampler, category_weight)
 
 
 def _category_preference(seed: int) -> np.ndarray:
@@ -280,7 +280,7 @@ def _category_preference(seed: int) -> np.ndarray:
 def _build_user_part(seed: int, part: int, first: int, count: int, preference: np.ndarray) -> tuple[pa.Table, dict[str, np.ndarray]]:
     rng = _rng(seed, _USERS, part)
     gender = rng.integers(len(GENDERS), size=count)
-    age = GroupedSampler.from_matrix(np.array([AGE_SHARES])).sample(np.zeros(count, dtype=np.int64), rng.random(count))
+    age = rng.choice(len(AGES), size=count, p=AGE_SHARES)
     tier = np.clip(np.rint(age + rng.normal(0.0, 0.9, size=count)), 0, len(PRICES) - 1).astype(np.int64)
     # Distinct preferred categories without replacement: the top keys of log p + Gumbel noise.
     keys = np.log(preference[gender * len(AGES) + age]) + rng.gumbel(size=(count, len(CATEGORIES)))
@@ -302,11 +302,11 @@ def _draw_clicks(rng: np.random.Generator, users: UserCatalog, items: ItemCatalo
     ts = rng.integers(t0, t1, size=count)
     item = np.empty(count, dtype=np.int64)
     pending = np.arange(count)
-    while pending.size:
+    while pending.size:  # ends: every category holds released items, each with positive weight in every segment
         who = user[pending]
         category = np.where(
             rng.random(pending.size) < EXPLORE,
-            items.category_mix.sample(np.zeros(pending.size, dtype=np.int64), rng.random(pending.size)),
+            rng.choice(len(CATEGORIES), size=pending.size, p=items.category_share),
             users.preferred.sample(who, rng.random(pending.size)),
         )
         drawn = items.sampler.sample(users.segment[who] * len(CATEGORIES) + category, rng.random(pending.size))
