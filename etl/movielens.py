@@ -21,7 +21,8 @@ Feature rules:
           the release date (100K); bucketed by 5 years. No year: null.
   title:  lowercase words of the title without that year, split on anything but letters and digits, without
           one-letter words and STOPWORDS, distinct, at most TITLE_WORDS.
-  tags:   user tags of the movie, lowercased and trimmed, the TAGS most applied first (ties by text).
+  tags:   user tags of the movie, lowercased and trimmed, the TAGS most applied first (ties by text). tags.csv
+          is a side input, not a frame: its lines that do not parse are skipped.
   age:    AGE_BUCKETS, the 1M codes; 100K ages are put in the same buckets.
   occupation: the name (100K names, 1M codes mapped to the README's names).
   zip:    the zip code's first character: the US national area digit (10 values), or a letter for a
