@@ -10,9 +10,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
 from towerssl.errors import UsageError
-from towerssl.etl.raw import RAW_COL, SOURCE_COL, FieldDef, RawInput
+from towerssl.etl.raw import CORRUPT_COL, RAW_COL, SOURCE_COL, FieldDef, RawInput
 
-CORRUPT_COL = "_corrupt"
 FORMATS = ("csv", "parquet")
 ID_COLUMNS = {"interactions": ("user_id", "item_id", "timestamp"), "items": ("item_id",), "users": ("user_id",)}
 

@@ -40,8 +40,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from towerssl.etl.layout import CORRUPT_COL
-from towerssl.etl.raw import RAW_COL, SOURCE_COL, FieldDef, RawInput
+from towerssl.etl.raw import CORRUPT_COL, RAW_COL, SOURCE_COL, FieldDef, RawInput
 
 LATIN_1 = "ISO-8859-1"
 ML100K_GENRES = (

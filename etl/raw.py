@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame
 OWNERS = ("item", "user")
 SOURCE_COL = "_source"  # the file a record came from
 RAW_COL = "_raw"  # the record's original text (for the rejects table)
+CORRUPT_COL = "_corrupt"  # optional: set by a reader when a record could not be split into its columns
 
 
 @dataclass(frozen=True)

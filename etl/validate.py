@@ -13,8 +13,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from towerssl.etl.layout import CORRUPT_COL
-from towerssl.etl.raw import RAW_COL, SOURCE_COL, FieldDef
+from towerssl.etl.raw import CORRUPT_COL, RAW_COL, SOURCE_COL, FieldDef
 
 REJECT_COLUMNS = ("input", "source", "field", "reason", "raw")
 _ID_PATTERN = r"^\s*[0-9]{1,18}\s*$"  # non-negative and fits in a long

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import shared_dataset
 
-from towerssl.etl.layout import CORRUPT_COL
 from towerssl.etl.movielens import AGE_BUCKETS, ML100K_GENRES, read_items, read_movielens, read_users
-from towerssl.etl.raw import RAW_COL, SOURCE_COL
+from towerssl.etl.raw import CORRUPT_COL, RAW_COL, SOURCE_COL
 from towerssl.etl.validate import check_entities, check_interactions
 
 TAIL = [CORRUPT_COL, RAW_COL, SOURCE_COL]
