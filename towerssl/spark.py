@@ -62,4 +62,8 @@ def spark_session(app_name: str = "towerssl", master: str | None = None, conf: d
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    # The jobs log their own progress and counts; Spark's WARNs (e.g. the documented single-partition
+    # windows over item and timestamp ranks) would drown them. TOWERSSL_SPARK_LOG_LEVEL=WARN brings them back.
+    session.sparkContext.setLogLevel(os.environ.get("TOWERSSL_SPARK_LOG_LEVEL", "ERROR"))
+    return session
