@@ -13,7 +13,7 @@ DEMO_DIR ?= out/demo
 .PHONY: setup test demo bench clean python
 
 setup: $(VENV)/.installed $(TOWERSSL_JARS_DIR)/.fetched
-	@$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . > $(VENV)/editable.log 2>&1 || { cat $(VENV)/editable.log; exit 1; }
 
 $(VENV)/.installed: requirements.lock
 	python3 -m venv $(VENV)
