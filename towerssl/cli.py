@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)  # its per-connection INFO lines drown the job's own
+    for chatty in ("py4j", "petastorm"):  # their per-connection and per-dataset INFO lines drown the job's own
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
