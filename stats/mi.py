@@ -20,6 +20,7 @@ what keeps the id field at O(items) work instead of one aggregation key per item
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -42,47 +43,76 @@ def _valid_slots(field: ItemField) -> list[Column]:
     return slots
 
 
-def _cell(a: int, b: int, part: int, x: Column | int, y: Column | int, mass: Column, m_ln_m: Column | None = None) -> Column:
-    return F.struct(
-        F.lit(a).alias("a"), F.lit(b).alias("b"), F.lit(part).alias("part"),
-        (x if isinstance(x, Column) else F.lit(x)).alias("x"), (y if isinstance(y, Column) else F.lit(y)).alias("y"),
-        mass.cast("double").alias("m"), (m_ln_m if m_ln_m is not None else F.lit(None)).cast("double").alias("s"),
+@dataclass(frozen=True)
+class _Cells:
+    """A template every item fills in: cells of pair (a, b), part `part`, keyed by the item's slot values
+    i (x) and j (y; -1: none, y = 0); local: the one closed-form cell of a field with one item per value."""
+
+    a: int
+    b: int
+    part: int
+    i: int = -1
+    j: int = -1
+    local: bool = False
+
+
+def _templates(fields: list[ItemField], unique: set[str]) -> list[_Cells]:
+    """The diagonal's cells, every pair's joint cells, and the marginal cells that the aggregated joint
+    cannot give: those of pairs with a unique field, whose joint cells are summed in place."""
+    lengths = [field.length if field.multi else 1 for field in fields]
+    offsets = [sum(lengths[:f]) for f in range(len(fields))]
+    slots = [range(offsets[f], offsets[f] + lengths[f]) for f in range(len(fields))]
+    is_unique = [field.name in unique for field in fields]
+
+    def marginal(a: int, b: int, part: int, f: int) -> list[_Cells]:
+        return [_Cells(a, b, part, local=True)] if is_unique[f] else [_Cells(a, b, part, i) for i in slots[f]]
+
+    templates = []
+    for a in range(len(fields)):
+        templates += marginal(a, a, MARGINAL_A, a)  # the diagonal: H(field a)
+        for b in range(a + 1, len(fields)):
+            if is_unique[a] or is_unique[b]:
+                templates.append(_Cells(a, b, JOINT, local=True))
+                templates += marginal(a, b, MARGINAL_A, a) + marginal(a, b, MARGINAL_B, b)
+            else:
+                templates += [_Cells(a, b, JOINT, i, j) for i in slots[a] for j in slots[b]]
+    return templates
+
+
+def _item_cells(items: DataFrame, fields: list[ItemField], weight: str | None, unique: set[str]) -> DataFrame:
+    """(a, b, part, x, y, m, s) rows: every template filled in by every item, empty cells dropped.
+
+    The templates are one constant array that each row is crossed with, so the per-row code stays small
+    (JIT-compiled) whatever the number of fields."""
+    slots = [slot for field in fields for slot in _valid_slots(field)]
+    offsets = [0]
+    for field in fields:
+        offsets.append(offsets[-1] + (field.length if field.multi else 1))
+    counts = [sum((F.when(slot.isNotNull(), 1).otherwise(0) for slot in slots[offsets[f]:offsets[f + 1]]), F.lit(0)) for f in range(len(fields))]
+    prepared = items.select(
+        (F.col(weight).cast("double") if weight else F.lit(1.0)).alias("w"),
+        F.array(*slots).alias("vals"),
+        F.array(*[count.cast("double") for count in counts]).alias("cnt"),
+    ).where("w > 0")
+
+    constant = F.array(*[
+        F.struct(F.lit(t.a).alias("a"), F.lit(t.b).alias("b"), F.lit(t.part).alias("part"), F.lit(t.i).alias("i"), F.lit(t.j).alias("j"), F.lit(t.local).alias("local"))
+        for t in _templates(fields, unique)
+    ])
+    crossed = prepared.select("w", "vals", "cnt", F.inline(constant))
+    w, a_count, b_count = F.col("w"), F.col("cnt")[F.col("a")], F.col("cnt")[F.col("b")]
+
+    def value(slot: str) -> Column:
+        return F.when(F.col(slot) < 0, F.lit(LOCAL)).otherwise(F.col("vals")[F.col(slot)])
+
+    divisor = F.when(F.col("part") == JOINT, a_count * b_count).when(F.col("part") == MARGINAL_A, a_count).otherwise(b_count)
+    cells = crossed.select(
+        "a", "b", "part", value("i").alias("x"), value("j").alias("y"),
+        F.when(F.col("local"), w).otherwise(w / divisor).alias("m"),
+        F.when(F.col("local"), w * F.log(w / divisor)).alias("s"),
+        ((a_count > 0) & (b_count > 0)).alias("eligible"),
     )
-
-
-class _Item:
-    """Column names of one item's prepared row: weight `w`, valid slots `v{f}_{j}`, valid counts `c{f}`."""
-
-    def __init__(self, fields: list[ItemField]) -> None:
-        self.lengths = [1 if not f.multi else f.length for f in fields]
-
-    def slots(self, f: int) -> list[Column]:
-        return [F.col(f"v{f}_{j}") for j in range(self.lengths[f])]
-
-    @staticmethod
-    def count(f: int) -> Column:
-        return F.col(f"c{f}")
-
-
-def _marginal_cells(item: _Item, a: int, b: int, part: int, f: int, other: int, unique: bool) -> list[Column]:
-    """Cells of field f's marginal within pair (a, b); `other` is the pair's other field (f itself on the diagonal)."""
-    w, count_f = F.col("w"), item.count(f)
-    eligible = (count_f > 0) & (item.count(other) > 0)
-    if unique:
-        return [F.when(eligible, _cell(a, b, part, LOCAL, LOCAL, w, w * F.log(w / count_f)))]
-    return [F.when(slot.isNotNull() & (item.count(other) > 0), _cell(a, b, part, slot, LOCAL, w / count_f)) for slot in item.slots(f)]
-
-
-def _pair_cells(item: _Item, a: int, b: int, unique_a: bool, unique_b: bool) -> list[Column]:
-    w, count_a, count_b = F.col("w"), item.count(a), item.count(b)
-    if unique_a or unique_b:
-        joint = [F.when((count_a > 0) & (count_b > 0), _cell(a, b, JOINT, LOCAL, LOCAL, w, w * F.log(w / (count_a * count_b))))]
-    else:
-        joint = [
-            F.when(u.isNotNull() & v.isNotNull(), _cell(a, b, JOINT, u, v, w / (count_a * count_b)))
-            for u in item.slots(a) for v in item.slots(b)
-        ]
-    return joint + _marginal_cells(item, a, b, MARGINAL_A, a, b, unique_a) + _marginal_cells(item, a, b, MARGINAL_B, b, a, unique_b)
+    return cells.where("eligible AND x IS NOT NULL AND y IS NOT NULL").drop("eligible")
 
 
 def feature_mi(items: DataFrame, fields: list[ItemField], weight: str | None = None, unique: Iterable[str] = (ID_FIELD,)) -> DataFrame:
@@ -93,25 +123,20 @@ def feature_mi(items: DataFrame, fields: list[ItemField], weight: str | None = N
     nmi = MI / sqrt(H(U) H(V)) with the pair's marginal entropies (in [0, 1]; 0 when either is 0); the
     diagonal has nmi 1 (0 for a constant field). A pair with no eligible item has mi = nmi = 0.
     """
-    unique = set(unique)
-    item = _Item(fields)
-    columns = [(F.col(weight).cast("double") if weight else F.lit(1.0)).alias("w")]
-    for f, field in enumerate(fields):
-        slots = _valid_slots(field)
-        columns += [slot.alias(f"v{f}_{j}") for j, slot in enumerate(slots)]
-        columns.append(sum((F.when(slot.isNotNull(), 1).otherwise(0) for slot in slots), F.lit(0)).cast("double").alias(f"c{f}"))
-    prepared = items.select(*columns).where("w > 0")
-
-    k = len(fields)
-    is_unique = [field.name in unique for field in fields]
-    cells: list[Column] = []
-    for a in range(k):
-        cells += _marginal_cells(item, a, a, MARGINAL_A, a, a, is_unique[a])  # the diagonal: H(field a)
-        for b in range(a + 1, k):
-            cells += _pair_cells(item, a, b, is_unique[a], is_unique[b])
-
-    masses = prepared.select(F.inline(F.array(*cells))).where("m IS NOT NULL")
-    per_cell = masses.groupBy("a", "b", "part", "x", "y").agg(F.sum("m").alias("m"), F.sum("s").alias("s"))
+    cells = _item_cells(items, fields, weight, set(unique))
+    key = ["a", "b", "part", "x", "y"]
+    per_cell = cells.groupBy(*key).agg(F.sum("m").alias("m"), F.sum("s").alias("s"))
+    # Marginals of the pairs whose joint cells were aggregated: each joint cell also adds its mass to its
+    # two marginal cells, and a second aggregation sums them (one chain: a branch would scan items twice).
+    joint = (F.col("part") == JOINT) & (F.col("x") != LOCAL)
+    no_s = F.lit(None).cast("double")
+    rows = F.array(
+        F.struct(*[F.col(c) for c in key], "m", "s"),
+        F.when(joint, F.struct("a", "b", F.lit(MARGINAL_A).alias("part"), "x", F.lit(LOCAL).alias("y"), "m", no_s.alias("s"))),
+        F.when(joint, F.struct("a", "b", F.lit(MARGINAL_B).alias("part"), F.col("y").alias("x"), F.lit(LOCAL).alias("y"), "m", no_s.alias("s"))),
+    )
+    expanded = per_cell.select(F.inline(rows)).where("part IS NOT NULL")
+    per_cell = expanded.groupBy(*key).agg(F.sum("m").alias("m"), F.sum("s").alias("s"))
     m_ln_m = F.when(F.col("x") == LOCAL, F.col("s")).otherwise(F.col("m") * F.log("m"))
 
     def total(part: int, value: Column) -> Column:
