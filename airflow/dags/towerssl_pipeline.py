@@ -19,11 +19,13 @@ from pathlib import Path
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, task
+from airflow.sdk.types import DagRunProtocol
 
 DELTA_VERSION = "3.3.2"
 SPARK_CONN_ID = os.environ.get("TOWERSSL_SPARK_CONN_ID", "towerssl_spark")
 INPUT_FORMATS = ["raw", "movielens-100k", "movielens-1m", "movielens-latest-small"]
-CHECKPOINT = "checkpoint.pt"  # the trainer's resumable checkpoint in a run directory
+CHECKPOINT = "checkpoint.pt"  # in a run directory: the trainer's resumable state
+SUMMARY = "train_summary.json"  # in a run directory: written when training has finished
 
 _DATA_DIR = Path(os.environ.get("TOWERSSL_DATA_DIR", Path.home() / "towerssl-data"))
 _JARS_DIR = Path(os.environ.get("TOWERSSL_JARS_DIR", Path.home() / ".cache/towerssl/jars" / f"delta-{DELTA_VERSION}"))
@@ -35,7 +37,7 @@ def tool(bin_dir: str, name: str) -> str:
     return str(Path(bin_dir) / name) if bin_dir else name
 
 
-def run_dir(params: dict, dag_run) -> Path:
+def run_dir(params: dict, dag_run: DagRunProtocol) -> Path:
     """This run's model directory: RUN_ROOT/<YYYYMMDD of the logical date, or of run_after when it has none>."""
     day = dag_run.logical_date or dag_run.run_after
     return Path(params["run_root"]) / day.strftime("%Y%m%d")
@@ -55,7 +57,8 @@ PARAMS = {
     "spark_python": Param("", type="string", description="Python of the Spark driver and executors; empty: towerssl_bin's python"),
     "spark_jars": Param(",".join(str(_JARS_DIR / f"{name}-{DELTA_VERSION}.jar") for name in ("delta-spark_2.12", "delta-storage")), type="string", description="comma-separated jars for spark-submit --jars (the Delta connector); empty: none"),
     "spark_packages": Param("", type="string", description=f"Maven coordinates for --packages, e.g. io.delta:delta-spark_2.12:{DELTA_VERSION} on a cluster"),
-    "py_files": Param("", type="string", description="--py-files for executors, e.g. the towerssl wheel; empty: none"),
+    "py_files": Param("", type="string", description="--py-files, e.g. the towerssl wheel for a driver on the cluster; empty: none"),
+    "spark_properties": Param("", type="string", description="--properties-file of cluster settings (spark.archives, images, queues, memory); empty: none"),
     "jobs_dir": Param(_JOBS_DIR, type="string", minLength=1, description="directory (or URI) holding etl.py and stats.py"),
 }
 
@@ -75,7 +78,7 @@ SPARK_PYTHON = "{{ params.spark_python or tool(params.towerssl_bin, 'python') }}
 )
 def towerssl_pipeline():
     def spark_job(job: str, *args: str) -> SparkSubmitOperator:
-        """spark-submit jobs/<job>.py ARGS on the connection's master, Python and Delta jars from the params."""
+        """spark-submit jobs/<job>.py ARGS on the connection's master; Python, jars and code from the params."""
         return SparkSubmitOperator(
             task_id=job,
             conn_id=SPARK_CONN_ID,
@@ -84,6 +87,7 @@ def towerssl_pipeline():
             jars="{{ params.spark_jars }}",
             packages="{{ params.spark_packages }}",
             py_files="{{ params.py_files }}",
+            properties_file="{{ params.spark_properties }}",
             conf={"spark.pyspark.python": SPARK_PYTHON, "spark.pyspark.driver.python": SPARK_PYTHON},
             name=f"towerssl-{job}",
         )
@@ -98,20 +102,22 @@ def towerssl_pipeline():
     stats = spark_job("stats", "--lake", "{{ params.lake }}", "--config", "{{ params.config }}")
 
     @task.bash
-    def train(params: dict, dag_run, ti) -> str:
-        """Train a new model in this day's run directory; a retry resumes from its last checkpoint."""
+    def train(params: dict, dag_run: DagRunProtocol) -> str:
+        """Train this day's model. A run that was interrupted after a checkpoint (the retry of a killed task)
+        resumes; otherwise the day's run directory is replaced by a fresh run on the current lake."""
         run = run_dir(params, dag_run)
-        if ti.try_number > 1 and (run / CHECKPOINT).is_file():
+        if (run / CHECKPOINT).is_file() and not (run / SUMMARY).is_file():
             return _cli(params, "train", "--run", run, "--resume")
-        return _cli(params, "train", "--lake", params["lake"], "--run", run, "--config", params["config"])
+        fresh = _cli(params, "train", "--lake", params["lake"], "--run", run, "--config", params["config"])
+        return f"rm -rf {shlex.quote(str(run))} && {fresh}"
 
     @task.bash
-    def evaluate(params: dict, dag_run) -> str:
+    def evaluate(params: dict, dag_run: DagRunProtocol) -> str:
         """Recall/NDCG@K on the test clicks into RUN/metrics.json."""
         return _cli(params, "evaluate", "--run", run_dir(params, dag_run))
 
     @task.bash
-    def export(params: dict, dag_run) -> str:
+    def export(params: dict, dag_run: DagRunProtocol) -> str:
         """Item embeddings (Delta + FAISS), the TorchScript user tower and the model card into RUN/export."""
         return _cli(params, "export", "--run", run_dir(params, dag_run))
 
