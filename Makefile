@@ -10,7 +10,7 @@ export TOWERSSL_JARS_DIR ?= $(CACHE_DIR)/jars/delta-$(DELTA_VERSION)
 export PYTHONHASHSEED := 0
 DEMO_DIR ?= out/demo
 
-.PHONY: setup test demo bench clean python
+.PHONY: setup airflow-setup test demo bench clean python
 
 setup: $(VENV)/.installed $(TOWERSSL_JARS_DIR)/.fetched
 	@$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . > $(VENV)/editable.log 2>&1 || { cat $(VENV)/editable.log; exit 1; }
@@ -29,7 +29,11 @@ $(TOWERSSL_JARS_DIR)/.fetched:
 	done
 	touch $@
 
-test: setup
+# Airflow lives in its own virtual environment (airflow/setup.sh, idempotent, cached like the main one).
+airflow-setup:
+	@PYTHON=python3 airflow/setup.sh >/dev/null
+
+test: setup airflow-setup
 	$(PYTHON) -m pytest -q tests
 
 demo: setup
