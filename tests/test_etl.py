@@ -9,6 +9,7 @@ from rawdata import clean_dataset, write_raw
 from towerssl.etl.job import EtlConfig, run_etl
 from towerssl.etl.layout import RawInputError
 from towerssl.etl.split import split_global, split_per_user
+from towerssl.etl.vocab import VOCAB_SCHEMA, build_vocab
 from towerssl.lake import commit_metadata, latest_version, pinned_snapshot, read_table, table_path
 
 # (expected reason, expected field, the bad interaction row). Each row is otherwise plausible.
@@ -182,3 +183,21 @@ def test_unusable_input_stops_before_writing(lake_run, tmp_path, breakage, messa
     with pytest.raises(RawInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run_etl(spark, EtlConfig(input=str(raw), lake=config.lake))
     assert latest_version(spark, table_path(config.lake, "items")) == version
+
+
+def test_vocab_keeps_previous_indices_and_appends_new_values(spark):
+    previous = spark.createDataFrame([("brand", "b", 3, 5), ("brand", "a", 4, 2), ("item", "7", 3, 1)], VOCAB_SCHEMA)
+    counts = spark.createDataFrame([("brand", "a", 9), ("brand", "c", 4), ("brand", "d", 4), ("brand", "e", 1), ("item", "8", 2)], "field string, value string, count long")
+    vocab = {(r["field"], r["value"]): (r["index"], r["count"]) for r in build_vocab(counts, previous, min_count=2, id_min_count=1).collect()}
+    assert vocab == {
+        ("brand", "b"): (3, 0),  # gone from the data: keeps its index, count 0
+        ("brand", "a"): (4, 9),  # kept index, new count
+        ("brand", "c"): (5, 4), ("brand", "d"): (6, 4),  # new: after the field's max, by count then value
+        ("item", "7"): (3, 0), ("item", "8"): (4, 2),
+    }  # "e" is below min_count: unknown
+
+
+def test_global_split_with_explicit_cutoffs(spark):
+    clicks = spark.createDataFrame([(1, 1, t) for t in range(10)], "user_id long, item_id long, timestamp long")
+    split = {r["timestamp"]: r["split"] for r in split_global(clicks, 0.1, 0.1, valid_from=6, test_from=8).collect()}
+    assert [split[t] for t in range(10)] == ["train"] * 6 + ["valid"] * 2 + ["test"] * 2

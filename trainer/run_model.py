@@ -31,7 +31,11 @@ class TrainedRun:
         manifest = Manifest.load(run_dir)
         towers = TwoTowers(feature_spec(manifest), config.model)
         state = checkpoint.load(path)["model"]
-        towers.load_state_dict({k.removeprefix("towers."): v for k, v in state.items() if k.startswith("towers.")})
+        try:
+            towers.load_state_dict({k.removeprefix("towers."): v for k, v in state.items() if k.startswith("towers.")})
+        except RuntimeError as error:
+            first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+            raise UsageError(f"{path} does not match the feature spec of {run_dir / 'manifest.json'}: {first}") from error
         towers.eval()
         return cls(run_dir, config, manifest, towers)
 
