@@ -67,7 +67,7 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
 
     mi_started = time.time()
     weighted = config.mi_weighting == "clicks"
-    mi_items = items.join(clicks, "item_idx") if weighted else items
+    mi_items = items.join(clicks.where("listed").select("item_idx", "clicks"), "item_idx") if weighted else items
     write_table(feature_mi(mi_items, fields, weight="clicks" if weighted else None), lake, "feature_mi", run_id, record)
     clicks.unpersist()
     mi_s = time.time() - mi_started

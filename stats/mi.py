@@ -8,8 +8,9 @@ w_i / (|A_i| |B_i|) to every cell (u, v) in A_i x B_i. So p(u, v) = mass(u, v) /
 those of this joint, and MI(U, V) = sum p(u, v) ln(p(u, v) / (p(u) p(v))) is a true MI (>= 0, in nats).
 The diagonal holds H(U) over the items with at least one valid U value.
 
-How: each item row makes its own cells (no join): (pair, part, x, y, mass) for the joint and both
-marginals of every pair, one shuffle sums the masses per cell, a second sums m ln m per pair, and
+How (docs/stats.md): a constant array of cell templates (diagonal and joint cells of every pair, by
+slot) is crossed with each item row (no join), the cells are summed in one aggregation, each joint cell
+adds its mass to its two marginal cells in a second, and a third sums per pair N and m ln m:
   H = ln N - (1/N) sum_cells m ln m,  MI = H(U) + H(V) - H(U, V).
 A field whose every value belongs to one item only (the item id, by the index contract) never needs the
 shuffle: its cells are that item's own, so the item adds its closed-form sum of m ln m directly
@@ -29,6 +30,16 @@ from towerssl.stats.fields import FIRST_VALUE, ID_FIELD, ItemField
 
 JOINT, MARGINAL_A, MARGINAL_B = 0, 1, 2
 LOCAL = 0  # cell key x = y = LOCAL: the summed m ln m of cells that belong to one item (never a value)
+
+
+def _slot_ranges(fields: list[ItemField]) -> list[range]:
+    """Positions of each field's slots in the item's flat slot array (a single-valued field has one)."""
+    ranges, start = [], 0
+    for field in fields:
+        length = field.length if field.multi else 1
+        ranges.append(range(start, start + length))
+        start += length
+    return ranges
 
 
 def _valid_slots(field: ItemField) -> list[Column]:
@@ -59,9 +70,7 @@ class _Cells:
 def _templates(fields: list[ItemField], unique: set[str]) -> list[_Cells]:
     """The diagonal's cells, every pair's joint cells, and the marginal cells that the aggregated joint
     cannot give: those of pairs with a unique field, whose joint cells are summed in place."""
-    lengths = [field.length if field.multi else 1 for field in fields]
-    offsets = [sum(lengths[:f]) for f in range(len(fields))]
-    slots = [range(offsets[f], offsets[f] + lengths[f]) for f in range(len(fields))]
+    slots = _slot_ranges(fields)
     is_unique = [field.name in unique for field in fields]
 
     def marginal(a: int, b: int, part: int, f: int) -> list[_Cells]:
@@ -85,10 +94,7 @@ def _item_cells(items: DataFrame, fields: list[ItemField], weight: str | None, u
     The templates are one constant array that each row is crossed with, so the per-row code stays small
     (JIT-compiled) whatever the number of fields."""
     slots = [slot for field in fields for slot in _valid_slots(field)]
-    offsets = [0]
-    for field in fields:
-        offsets.append(offsets[-1] + (field.length if field.multi else 1))
-    counts = [sum((F.when(slot.isNotNull(), 1).otherwise(0) for slot in slots[offsets[f]:offsets[f + 1]]), F.lit(0)) for f in range(len(fields))]
+    counts = [sum((F.when(slots[i].isNotNull(), 1).otherwise(0) for i in positions), F.lit(0)) for positions in _slot_ranges(fields)]
     prepared = items.select(
         (F.col(weight).cast("double") if weight else F.lit(1.0)).alias("w"),
         F.array(*slots).alias("vals"),

@@ -31,31 +31,41 @@ def check_new_item_floor(floor: float) -> None:
 
 
 def click_counts(items: DataFrame, train_clicks: DataFrame) -> DataFrame:
-    """(item_idx, clicks) for every item, 0 for items without a training click."""
-    counts = train_clicks.groupBy("item_idx").agg(F.count(F.lit(1)).alias("clicks"))
-    unknown = counts.join(items.select("item_idx"), "item_idx", "left_anti")
-    stray = unknown.orderBy("item_idx").limit(3).collect()
-    if stray:
-        examples = ", ".join(str(r["item_idx"]) for r in stray)
-        raise UsageError(f"table train_clicks: item_idx not in table items (e.g. {examples}); rerun the ETL")
-    return items.select("item_idx").join(counts, "item_idx", "left").select("item_idx", F.coalesce("clicks", F.lit(0)).cast("long").alias("clicks"))
+    """(item_idx, clicks, listed): every item of `items` (clicks 0 without a training click) and, with
+    listed false, any item_idx that train_clicks names but items lacks (item_stats rejects those).
+    One aggregation over both tables (no join)."""
+    rows = items.select("item_idx", F.lit(0).alias("click"), F.lit(True).alias("listed")).unionByName(
+        train_clicks.select("item_idx", F.lit(1).alias("click"), F.lit(False).alias("listed"))
+    )
+    return rows.groupBy("item_idx").agg(F.sum("click").cast("long").alias("clicks"), F.max("listed").alias("listed"))
 
 
-def item_stats(clicks: DataFrame, new_item_floor: float = DEFAULT_NEW_ITEM_FLOOR) -> DataFrame:
-    """The `item_stats` table from (item_idx, clicks): item_idx, clicks, p, log_p, bucket, decile."""
+def item_stats(counts: DataFrame, new_item_floor: float = DEFAULT_NEW_ITEM_FLOOR) -> DataFrame:
+    """The `item_stats` table (item_idx, clicks, p, log_p, bucket, decile) from click_counts' output.
+
+    Runs one small action (the total and the check for clicks on unlisted items); persist `counts` first
+    if it is expensive, since the returned frame reads it again."""
     check_new_item_floor(new_item_floor)
-    total = clicks.agg(F.sum("clicks")).first()[0] or 0
+    unlisted = ~F.col("listed")
+    summary = counts.agg(
+        F.sum(F.when(F.col("listed"), F.col("clicks"))).alias("total"),
+        F.sum(F.when(unlisted, F.col("clicks"))).alias("unlisted"),
+        F.min(F.when(unlisted, F.col("item_idx"))).alias("example"),
+    ).first()
+    if summary["unlisted"]:
+        raise UsageError(f"table train_clicks: {summary['unlisted']} click(s) name an item_idx that is not in table items (e.g. {summary['example']}); rerun the ETL")
+    total = summary["total"] or 0
     if total == 0:
         raise UsageError("table train_clicks: no training click, so popularity is undefined")
+    clicks = counts.select("item_idx", "clicks")
     # One row per distinct click count (few): the clicks held by items with more clicks than that count.
     more_clicks = Window.orderBy(F.desc("clicks")).rowsBetween(Window.unboundedPreceding, -1)
     by_count = clicks.where("clicks > 0").groupBy("clicks").agg(F.count(F.lit(1)).alias("items"))
     by_count = by_count.select("clicks", F.coalesce(F.sum(F.col("clicks") * F.col("items")).over(more_clicks), F.lit(0)).alias("clicks_above"))
     rank_in_count = F.row_number().over(Window.partitionBy("clicks").orderBy("item_idx")) - 1
-    clicked = clicks.where("clicks > 0").join(F.broadcast(by_count), "clicks").select(
+    ranked = clicks.join(F.broadcast(by_count), "clicks", "left").select(  # new items: no by_count row, before null
         "item_idx", "clicks", (F.col("clicks_above") + F.col("clicks") * rank_in_count).alias("before")
     )
-    ranked = clicked.unionByName(clicks.where("clicks = 0").select("item_idx", "clicks", F.lit(None).cast("long").alias("before")))
 
     before, count = F.col("before"), F.col("clicks")
     bucket = (

@@ -79,8 +79,8 @@ def test_new_items_get_the_floor_and_log_p_reads_back_by_item_idx(spark, clicks_
 def test_bad_inputs_are_named(spark):
     items = spark.createDataFrame([(0, 10), (1, 11)], "item_idx int, item_id long")
     stray = spark.createDataFrame([(0, 0, 1, 10, 5), (0, 7, 1, 17, 6)], "user_idx int, item_idx int, user_id long, item_id long, timestamp long")
-    with pytest.raises(UsageError, match=r"train_clicks: item_idx not in table items \(e.g. 7\)"):
-        click_counts(items, stray)
+    with pytest.raises(UsageError, match=r"train_clicks: 1 click\(s\) name an item_idx that is not in table items \(e.g. 7\)"):
+        item_stats(click_counts(items, stray))
     with pytest.raises(UsageError, match="no training click"):
         item_stats(click_counts(items, stray.limit(0)))
     with pytest.raises(UsageError, match=r"new_item_floor must be in \(0, 1\]"):
