@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from towerssl.spark import DELTA_PACKAGES, delta_jars
 REPO = Path(__file__).resolve().parents[1]
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"  # pyspark's script in the project environment
 USERS, ITEMS, CLICKS = 200, 150, 5_000
+SPARK_LOG_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (INFO|WARN) ")
 
 
 def spark_submit(job: str, *args: str | Path) -> subprocess.CompletedProcess:
@@ -27,6 +29,13 @@ def spark_submit(job: str, *args: str | Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     command = [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false", *delta, str(REPO / "jobs" / f"{job}.py"), *map(str, args)]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+
+
+def job_output(done: subprocess.CompletedProcess) -> str:
+    """What the job itself printed (spark-submit merges the Python driver's stderr into its stdout), without
+    Spark's INFO/WARN log lines."""
+    lines = (done.stdout + done.stderr).splitlines()
+    return "\n".join(line for line in lines if not SPARK_LOG_LINE.match(line))
 
 
 def csv_rows(directory: Path) -> int:
@@ -48,7 +57,7 @@ def submitted_lake(tmp_path_factory) -> tuple[Path, Path]:
     generate(raw, users=USERS, items=ITEMS, clicks=CLICKS, seed=1)
     for job, args in (("etl", ["--input", raw, "--lake", lake]), ("stats", ["--lake", lake])):
         done = spark_submit(job, *args)
-        assert done.returncode == 0, f"spark-submit jobs/{job}.py failed ({done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}"
+        assert done.returncode == 0, f"spark-submit jobs/{job}.py failed ({done.returncode}):\n{job_output(done)[-6000:]}"
     return raw, lake
 
 
@@ -75,6 +84,6 @@ def test_stats_job_writes_popularity_and_mi_of_every_item_field_pair(spark, subm
 def test_a_user_error_exits_2_through_spark_submit(tmp_path):
     """Schedulers see the job's own exit status: a missing table fails the task with status 2 and names it."""
     done = spark_submit("stats", "--lake", tmp_path / "no-lake")
-    output = done.stdout + done.stderr  # spark-submit merges the Python driver's stderr into its stdout
-    assert done.returncode == 2, output[-4000:]
+    output = job_output(done)
+    assert done.returncode == 2, output[-6000:]
     assert f"towerssl stats: error: no Delta table at {tmp_path / 'no-lake' / 'items'}" in output
