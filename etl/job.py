@@ -15,7 +15,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -79,8 +78,14 @@ def _check_field_names(fields: tuple[FieldDef, ...]) -> None:
         raise RawInputError(f"feature field names must be unique and not reserved ({', '.join(sorted(RESERVED))}): {', '.join(clash)}")
 
 
-def _persisted(df: DataFrame) -> DataFrame:
-    return df.persist(StorageLevel.MEMORY_AND_DISK)
+def _materialized(df: DataFrame) -> DataFrame:
+    """Compute once and cut the lineage: later stages plan from these rows, not from the raw files again.
+
+    Without the cut the plans of the final writes hold every validation, join and window before them and
+    exhaust a 1 GiB driver. localCheckpoint keeps the rows on the executors: a lost executor fails the job,
+    which a scheduler's retry then reruns from the raw input.
+    """
+    return df.localCheckpoint(eager=True)
 
 
 def _field_rows(fields: tuple[FieldDef, ...], lengths: dict[str, int | None], vocab: DataFrame) -> list[dict[str, Any]]:
@@ -113,33 +118,31 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
     log.info("read %s", ", ".join(f"{n:,} {k}" for k, n in rows_in.items()))
 
     items = check_entities(raw.items, "items", "item_id", tuple(item_fields), config.multi_hard_limit)
-    valid_items = _persisted(items.valid)
+    valid_items = _materialized(items.valid)
     users = check_entities(raw.users, "users", "user_id", tuple(user_fields), config.multi_hard_limit) if raw.users is not None else None
-    valid_users = _persisted(users.valid) if users is not None else None
+    valid_users = _materialized(users.valid) if users is not None else None
     clicks = check_interactions(raw.interactions, valid_items.select("item_id"), valid_users.select("user_id") if valid_users is not None else None)
     valid_clicks = clicks.valid
     if config.split == "global":
         split = split_global(valid_clicks, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
     else:
         split = split_per_user(valid_clicks, config.valid_fraction, config.test_fraction, config.min_user_clicks)
-    split = _persisted(split)
+    split = _materialized(split)
     train = split.where(F.col("split") == "train")
     if train.limit(1).count() == 0:
         raise RawInputError(f"{config.input}: no valid click falls in the training window")
     if valid_users is None:  # no user features: users are the valid clickers, with only the id field
-        valid_users = _persisted(split.select("user_id").distinct())
+        valid_users = _materialized(split.select("user_id").distinct())
 
     # Vocabularies: feature values count entities, ids count training clicks; earlier indices are kept.
     item_values = long_values(valid_items, "item_id", [f.name for f in item_fields])
     user_values = long_values(valid_users, "user_id", [f.name for f in user_fields])
     counts = value_counts(item_values.select("field", "value").unionByName(user_values.select("field", "value")), train, list(ID_FIELDS))
     try:
-        previous = _persisted(read_table(spark, config.lake, "vocab"))
-        previous.count()
+        previous = _materialized(read_table(spark, config.lake, "vocab"))
     except MissingTableError:
         previous = None
-    vocab = _persisted(build_vocab(counts, previous, config.min_count, config.id_min_count))
-    vocab.count()
+    vocab = _materialized(build_vocab(counts, previous, config.min_count, config.id_min_count))
 
     def with_id(values: DataFrame, key: str, field: str) -> DataFrame:
         entities = valid_items if key == "item_id" else valid_users
@@ -151,8 +154,8 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
 
     item_lengths = {"item": None} | {f.name: lengths[f.name] for f in item_fields}
     user_lengths = {"user": None} | {f.name: lengths[f.name] for f in user_fields}
-    items_table = _persisted(with_index(encode(valid_items, "item_id", with_id(item_values, "item_id", "item"), vocab, item_lengths), "item_id", "item_idx"))
-    users_table = _persisted(with_index(encode(valid_users, "user_id", with_id(user_values, "user_id", "user"), vocab, user_lengths), "user_id", "user_idx"))
+    items_table = _materialized(with_index(encode(valid_items, "item_id", with_id(item_values, "item_id", "item"), vocab, item_lengths), "item_id", "item_idx"))
+    users_table = _materialized(with_index(encode(valid_users, "user_id", with_id(user_values, "user_id", "user"), vocab, user_lengths), "user_id", "user_idx"))
     items_table = items_table.select("item_idx", "item_id", *item_lengths)
     users_table = users_table.select("user_idx", "user_id", *user_lengths)
 
@@ -164,7 +167,7 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
     rejects = items.rejects
     if users is not None:
         rejects = rejects.unionByName(users.rejects)
-    rejects = _persisted(rejects.unionByName(clicks.rejects).withColumn("run_id", F.lit(run_id)))
+    rejects = _materialized(rejects.unionByName(clicks.rejects).withColumn("run_id", F.lit(run_id)))
 
     # Conservation: every input row is written or rejected, per input.
     reject_counts = {(r["input"], r["reason"]): r["count"] for r in rejects.groupBy("input", "reason").count().collect()}
@@ -199,7 +202,7 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
         "seconds": round(time.time() - started, 1),
     }
     log.info("etl done: %s", json.dumps(summary))
-    spark.catalog.clearCache()  # the job's persisted intermediates
+    spark.catalog.clearCache()  # the validation steps' persisted frames
     return summary
 
 
