@@ -102,7 +102,7 @@ def airflow_env(home: Path) -> dict[str, str]:
 
 
 def run_airflow(python: Path, script: str, args: list[str], home: Path, timeout: int) -> tuple[dict, str]:
-    """Run `script` with the Airflow environment's Python; returns the JSON it writes and the end of its log."""
+    """Run `script` with the Airflow environment's Python; returns the JSON it writes and an excerpt of its log."""
     out, log = home / "result.json", home / "airflow.log"
     with log.open("w") as sink:
         done = subprocess.run([str(python), "-c", script, *args, str(out)], env=airflow_env(home), cwd=home, stdout=sink, stderr=subprocess.STDOUT, timeout=timeout)
