@@ -156,9 +156,8 @@ def test_whole_dag_runs_end_to_end_on_tiny_synthetic_data(airflow_python, tmp_pa
     config = tmp_path / "towerssl.yaml"
     tiny_model = {"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "ssl_batch_size": 32}
     config.write_text(yaml.safe_dump({"train": {"batch_size": 64, "max_steps": 30, "eval_every": 0, "workers": 1, "tensorboard": False, "model": tiny_model}}))
-    # A bounded plan string: the ETL's plans are large enough to exhaust the default driver heap when rendered.
-    properties = tmp_path / "spark.properties"
-    properties.write_text("spark.sql.maxPlanStringLength 1000000\nspark.ui.enabled false\n")
+    properties = tmp_path / "spark.properties"  # through the spark_properties param to spark-submit
+    properties.write_text("spark.ui.enabled false\n")
     conf = {"raw_input": str(raw), "lake": str(lake), "run_root": str(runs), "config": str(config), "towerssl_bin": str(PROJECT_BIN), "spark_properties": str(properties)}
     home = tmp_path / "airflow"
     home.mkdir()
