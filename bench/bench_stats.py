@@ -7,7 +7,7 @@ writes them (and `fields`) as Delta tables, then times in the same run:
   - Spark: the job itself, run_stats (item_stats, feature_mi, heatmap: read Delta, compute, write Delta);
   - numpy: the same statistics on one core, reading the same Delta snapshots with pyarrow, same algorithm
     (including the closed form for the id field), checked against Spark (MI to 1e-9, popularity exactly).
-Prints wall and CPU times (Spark: executor CPU from the UI's REST API; the machine may be shared), the
+Prints wall and CPU times (Spark: the JVM and its Python workers, from /proc; the machine may be shared), the
 Spark / numpy ratios and the 10M / 1M ratios, and writes them to WORK_DIR/results.json.
 
     python bench/bench_stats.py [--sizes 1000000 10000000] [--work-dir out/bench_stats] [--cores 2]
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from pyspark.sql import functions as F
 
 from towerssl.lake import latest_version, pinned_snapshot, read_table, write_table
 from towerssl.spark import spark_session
-from towerssl.stats.fields import FIRST_VALUE, ID_FIELD, ItemField
+from towerssl.stats.cells import FIRST_VALUE
+from towerssl.stats.fields import ID_FIELD, ItemField
 from towerssl.stats.job import StatsConfig, run_stats
 
 log = logging.getLogger("bench_stats")
@@ -219,13 +221,26 @@ def reference_item_stats(n_items: int, clicked: np.ndarray, floor: float = 0.5) 
 
 # ------------------------------------------------------------------------------------------- timing
 def spark_cpu_seconds(spark: SparkSession) -> float:
-    """Executor CPU time of all completed stages (from the UI's REST API): what the job itself used,
-    whatever else runs on the machine."""
-    import urllib.request
-
-    sc = spark.sparkContext
-    with urllib.request.urlopen(f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/stages?status=complete") as response:
-        return sum(stage["executorCpuTime"] for stage in json.load(response)) / 1e9
+    """CPU seconds used so far by the Spark JVM (driver and, in local mode, the executors) and every
+    process under it (the Python workers of mapInArrow), from /proc: what the job used, whatever else
+    runs on the machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])
+        cpu[pid] = sum(int(v) for v in fields[11:15]) / ticks  # utime, stime, and those of waited-for children
+    root = spark.sparkContext._gateway.proc.pid
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, ppid in parent.items() if ppid in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    return sum(cpu.get(pid, 0.0) for pid in tree)
 
 
 def timed(label: str, action, spark: SparkSession | None = None):
@@ -233,8 +248,6 @@ def timed(label: str, action, spark: SparkSession | None = None):
     started = time.perf_counter()
     result = action()
     seconds = time.perf_counter() - started
-    if spark:
-        time.sleep(1.0)  # the listener records the last stage shortly after the action returns
     cpu = (spark_cpu_seconds(spark) if spark else time.process_time()) - cpu_before
     log.info("%s: %.1f s wall, %.1f s CPU", label, seconds, cpu)
     return result, seconds, cpu

@@ -10,7 +10,6 @@ from pyspark.sql.types import ArrayType, IntegerType
 from towerssl.errors import UsageError
 
 ID_FIELD = "item"  # the item id used as a feature; by the contract each known index belongs to one item
-FIRST_VALUE = 3  # indices 0 (padding), 1 (default) and 2 (unknown) are never values (docs/tables.md)
 
 
 @dataclass(frozen=True)

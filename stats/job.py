@@ -21,7 +21,7 @@ from towerssl.stats.fields import item_fields
 from towerssl.stats.heatmap import plot_mi_heatmap
 from towerssl.stats.mi import feature_mi
 from towerssl.stats.popularity import DEFAULT_NEW_ITEM_FLOOR, check_new_item_floor, click_counts, item_stats
-from towerssl.stats.readers import load_mi_matrix
+from towerssl.stats.readers import mi_matrix
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
              len(fields) * (len(fields) - 1) // 2, n_items, mi_s, n_items / max(mi_s, 1e-9), config.mi_weighting)
 
     names = [f.name for f in fields]
-    mi, nmi = load_mi_matrix(spark, lake, names, normalized=False), load_mi_matrix(spark, lake, names, normalized=True)
+    rows = read_table(spark, lake, "feature_mi").collect()
+    mi, nmi = (mi_matrix([r.field_a for r in rows], [r.field_b for r in rows], [r[column] for r in rows], names) for column in ("mi", "nmi"))
     for a, name in enumerate(names):
         partners = sorted((b for b in range(len(names)) if b != a), key=lambda b: -nmi[a, b])[:3]
         log.info("H(%s) = %.3f nats; top nmi partners: %s", name, mi[a, a], ", ".join(f"{names[b]} {nmi[a, b]:.3f}" for b in partners))
