@@ -24,6 +24,8 @@ _DELTA_CONF = {
     "spark.sql.shuffle.partitions": "8",
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.ui.showConsoleProgress": "false",
+    # The ETL's plans are long; rendering them whole for the UI and AQE logs has exhausted a 1 GiB driver.
+    "spark.sql.maxPlanStringLength": "100000",
 }
 # Only where this process starts the JVM (not under spark-submit, which sets its own): Spark's 1g default
 # is too small for the ETL's joins and windows even on MovieLens-sized data.
