@@ -152,7 +152,7 @@ def test_two_process_ddp_on_cpu(synthetic_lake, tmp_path):
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(synthetic_lake, tmp_path):
     from towerssl.trainer.train import NonFiniteLoss
 
-    config = small_config("none", max_steps=50, checkpoint_every=1, eval_every=0, lr=1e38, grad_clip=0.0, warmup_steps=1)
+    config = small_config("none", max_steps=50, checkpoint_every=1, eval_every=0, lr=1e30, grad_clip=0.0, warmup_steps=1)
     with pytest.raises(NonFiniteLoss, match=r"at step \d+; the last good checkpoint") as caught:
         train(str(synthetic_lake), tmp_path / "diverged", config)
     failed_step = int(str(caught.value).split("at step ")[1].split(";")[0])
