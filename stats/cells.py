@@ -64,6 +64,15 @@ class _Cells:
 
 
 def _sum_by(keys: np.ndarray, mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct non-negative keys and their summed (positive) masses: counting when the key range is
+    small next to the number of keys, sorting otherwise."""
+    if keys.size == 0:
+        return keys, mass
+    span = int(keys.max()) + 1
+    if span <= max(4 * keys.size, 1 << 16):
+        sums = np.bincount(keys, mass, minlength=span)
+        distinct = np.flatnonzero(sums)  # every mass is > 0, so a zero sum is an absent key
+        return distinct, sums[distinct]
     distinct, inverse = np.unique(keys, return_inverse=True)
     return distinct, np.bincount(inverse, mass, minlength=len(distinct))
 
@@ -104,14 +113,15 @@ def chunk_cells(values: list[np.ndarray], weight: np.ndarray, plan: CellPlan) ->
                 continue
             slots_a, slots_b = valid[a][eligible], valid[b][eligible]
             mass = weight[eligible] / (counts[a][eligible] * counts[b][eligible])
+            span_b = int(slots_b.max(initial=0)) + 1  # joint key x * span_b + y (< 2^62: values are ints)
             keys, masses = [], []
             for i in range(slots_a.shape[1]):
                 for j in range(slots_b.shape[1]):
                     both = (slots_a[:, i] > 0) & (slots_b[:, j] > 0)
-                    keys.append((slots_a[both, i] << 32) | slots_b[both, j])
+                    keys.append(slots_a[both, i] * span_b + slots_b[both, j])
                     masses.append(mass[both])
             key, m = _sum_by(np.concatenate(keys), np.concatenate(masses))
-            x, y = key >> 32, key & 0xFFFFFFFF
+            x, y = np.divmod(key, span_b)
             cells.add(a, b, JOINT, x, y, m)
             for part, value in ((MARGINAL_A, x), (MARGINAL_B, y)):  # the pair's marginals, from its joint
                 distinct, mass_of = _sum_by(value, m)

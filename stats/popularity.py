@@ -63,9 +63,10 @@ def item_stats(counts: DataFrame, new_item_floor: float = DEFAULT_NEW_ITEM_FLOOR
     by_count = clicks.where("clicks > 0").groupBy("clicks").agg(F.count(F.lit(1)).alias("items"))
     by_count = by_count.select("clicks", F.coalesce(F.sum(F.col("clicks") * F.col("items")).over(more_clicks), F.lit(0)).alias("clicks_above"))
     rank_in_count = F.row_number().over(Window.partitionBy("clicks").orderBy("item_idx")) - 1
-    ranked = clicks.join(F.broadcast(by_count), "clicks", "left").select(  # new items: no by_count row, before null
+    clicked = clicks.where("clicks > 0").join(F.broadcast(by_count), "clicks").select(
         "item_idx", "clicks", (F.col("clicks_above") + F.col("clicks") * rank_in_count).alias("before")
     )
+    ranked = clicked.unionByName(clicks.where("clicks = 0").withColumn("before", F.lit(None).cast("long")))  # new items: no rank
 
     before, count = F.col("before"), F.col("clicks")
     bucket = (
