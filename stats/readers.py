@@ -9,7 +9,7 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 from towerssl.errors import UsageError
-from towerssl.lake import pinned_snapshot, read_table
+from towerssl.lake import pinned_snapshot, read_snapshot, read_table
 
 
 def mi_matrix(field_a: Sequence[str], field_b: Sequence[str], values: Sequence[float], fields: Sequence[str]) -> np.ndarray:
@@ -34,12 +34,7 @@ def load_mi_matrix(spark: SparkSession, lake: str | Path, fields: Sequence[str],
 
 def load_log_p(spark: SparkSession, lake: str | Path, n_items: int | None = None) -> np.ndarray:
     """log p_j per item as a float64 array indexed by item_idx, read from item_stats' pinned data files."""
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
-
-    files = pinned_snapshot(spark, lake, "item_stats").files
-    filesystem = pafs.FileSystem.from_uri(files[0])[0] if files else pafs.LocalFileSystem()
-    table = ds.dataset([pafs.FileSystem.from_uri(f)[1] for f in files], format="parquet", filesystem=filesystem).to_table(columns=["item_idx", "log_p"])
+    table = read_snapshot(pinned_snapshot(spark, lake, "item_stats"), ["item_idx", "log_p"])
     item_idx = table.column("item_idx").to_numpy(zero_copy_only=False)
     log_p = table.column("log_p").to_numpy(zero_copy_only=False)
     n_items = len(item_idx) if n_items is None else n_items
