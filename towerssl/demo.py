@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from towerssl.etl.job import FORMATS, EtlConfig, run_etl
+from towerssl.plots import saved_figure
 from towerssl.spark import spark_session
 from towerssl.stats.job import StatsConfig, run_stats
 from towerssl.trainer.config import TrainConfig
@@ -35,27 +36,20 @@ DEMO_MODEL = {"embedding_dim": 32, "hidden_dims": [128], "output_dim": 64, "ssl_
 
 
 def plot_training_curves(runs: dict[str, Path], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, recall_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, run_dir in runs.items():
-        history = json.loads((run_dir / "train_summary.json").read_text())["history"]
-        losses = [(h["step"], h["loss/main"]) for h in history if "loss/main" in h]
-        recalls = [(h["step"], v) for h in history for k, v in h.items() if k.startswith("valid/recall")]
-        loss_axis.plot(*zip(*losses), label=name)
-        if recalls:
-            recall_axis.plot(*zip(*recalls), marker="o", label=name)
-    loss_axis.set(xlabel="step", ylabel="main loss (in-batch softmax)", title="training loss")
-    recall_axis.set(xlabel="step", ylabel=f"valid recall@{DEMO_TRAIN.get('eval_k', 50)}", title="validation recall")
-    for axis in (loss_axis, recall_axis):
-        axis.grid(True, alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with saved_figure(path, columns=2, size=(11, 4)) as (_, axes):
+        loss_axis, recall_axis = axes[0]
+        for name, run_dir in runs.items():
+            history = json.loads((run_dir / "train_summary.json").read_text())["history"]
+            losses = [(h["step"], h["loss/main"]) for h in history if "loss/main" in h]
+            recalls = [(h["step"], v) for h in history for k, v in h.items() if k.startswith("valid/recall")]
+            loss_axis.plot(*zip(*losses), label=name)
+            if recalls:
+                recall_axis.plot(*zip(*recalls), marker="o", label=name)
+        loss_axis.set(xlabel="step", ylabel="main loss (in-batch softmax)", title="training loss")
+        recall_axis.set(xlabel="step", ylabel=f"valid recall@{DEMO_TRAIN.get('eval_k', 50)}", title="validation recall")
+        for axis in (loss_axis, recall_axis):
+            axis.grid(True, alpha=0.3)
+            axis.legend()
     return path
 
 

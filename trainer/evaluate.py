@@ -509,28 +509,21 @@ def write_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:
 
 def plot_recall_by_decile(curves: Mapping[str, Mapping[int | str, float | None]], metric: str, path: str | Path) -> Path:
     """PNG of recall by popularity decile, one line per named model (baseline included by the caller)."""
-    import matplotlib
+    from towerssl.plots import saved_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for name, by_decile in curves.items():
-        deciles = sorted(by_decile, key=int)  # int keys, or the string keys of recall_by_decile.json
-        values = [np.nan if by_decile[d] is None else by_decile[d] for d in deciles]
-        axis.plot([int(d) for d in deciles], values, marker="o", label=name)
-    axis.set_xticks(sorted({int(d) for by_decile in curves.values() for d in by_decile}))
-    axis.set_xlabel("item popularity decile (1 = the most clicked items holding a tenth of training clicks)")
-    axis.set_ylabel(metric)
-    axis.set_title(f"{metric} by item popularity decile")
-    axis.grid(True, alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    with saved_figure(path) as (_, axes):
+        axis = axes[0][0]
+        for name, by_decile in curves.items():
+            deciles = sorted(by_decile, key=int)  # int keys, or the string keys of recall_by_decile.json
+            values = [np.nan if by_decile[d] is None else by_decile[d] for d in deciles]
+            axis.plot([int(d) for d in deciles], values, marker="o", label=name)
+        axis.set_xticks(sorted({int(d) for by_decile in curves.values() for d in by_decile}))
+        axis.set_xlabel("item popularity decile (1 = the most clicked items holding a tenth of training clicks)")
+        axis.set_ylabel(metric)
+        axis.set_title(f"{metric} by item popularity decile")
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    return Path(path)
 
 
 def write_evaluation(evaluation: Evaluation, out_dir: str | Path, plot_k: int = 50) -> dict[str, Path]:
