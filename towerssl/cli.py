@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("towerssl.trainer.evaluate_run", "Recall/NDCG@K by popularity slice vs a popularity baseline"),
     "demo": ("towerssl.demo", "the whole pipeline on the synthetic data (or MovieLens) with a report"),
     "export": ("towerssl.trainer.export", "item embeddings (Delta + FAISS), TorchScript user tower, model card"),
+    "experiment": ("towerssl.experiment.runner", "a grid of variants x seeds over datasets and splits, tuned on valid, with a results table"),
 }
 
 

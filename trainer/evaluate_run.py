@@ -19,9 +19,9 @@ from towerssl.trainer.run_model import TrainedRun
 log = logging.getLogger(__name__)
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
-    """Writes RUN_DIR/metrics.json (+ recall_by_decile.json/.png, and evaluation_info.json naming the split and
-    table versions) and returns the metrics."""
+def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Writes metrics.json (+ recall_by_decile.json/.png, and evaluation_info.json naming the split and table
+    versions) to out_dir (default RUN_DIR) and returns the metrics."""
     run = TrainedRun.load(run_dir)
     manifest, towers = run.manifest, run.towers
     _, bucket, decile = item_clicks(manifest)
@@ -36,9 +36,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     item_emb = embed(towers.item_tower, items)
     user_emb = embed(towers.user_tower, users, torch.from_numpy(user_idx))
     evaluation = evaluate(data, item_emb, user_idx, user_emb)
-    paths = write_evaluation(evaluation, run.run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run.run_dir
+    paths = write_evaluation(evaluation, out_dir)
     info = {"split": split, "table": SPLITS[split], "table_versions": manifest.versions()}
-    (run.run_dir / "evaluation_info.json").write_text(json.dumps(info, indent=1))
+    (out_dir / "evaluation_info.json").write_text(json.dumps(info, indent=1))
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return evaluation.metrics
 
@@ -46,9 +47,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run directory made by `towerssl train`")
     parser.add_argument("--split", choices=sorted(SPLITS), default="test", help="clicks to score: test (default) or valid")
+    parser.add_argument("--out", help="directory of metrics.json and the decile plot (default: the run directory)")
 
 
 def run(args: argparse.Namespace) -> int:
-    metrics = evaluate_run(args.run, args.split)
+    metrics = evaluate_run(args.run, args.split, args.out)
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith("recall@")}, indent=1))
     return 0

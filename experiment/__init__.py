@@ -1,0 +1,1 @@
+"""`towerssl experiment`: the grid of variants, tuning and seeds behind docs/experiments.md."""

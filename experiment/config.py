@@ -1,0 +1,131 @@
+"""The experiment as data: datasets x splits x variants x tuning grid x seeds, from one YAML file.
+
+A plan is the list of runs that file implies. Each run has a stable directory name built from what it
+trains, so a second invocation finds the runs that are done and only does the rest.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from towerssl.config import ConfigError
+from towerssl.etl.job import FORMATS
+from towerssl.etl.split import STRATEGIES
+from towerssl.trainer.config import TrainConfig
+
+DEFAULT_CONFIG = Path(__file__).with_name("movielens.yaml")
+BASELINE = "popularity baseline"  # reported beside the variants; it comes with every evaluation
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Raw input put through the ETL once per split strategy (input + format), or a lake used as it is."""
+
+    name: str
+    input: str | None = None
+    format: str = "raw"
+    lake: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.input is None) == (self.lake is None):
+            raise ConfigError(f"dataset {self.name!r}: give exactly one of input (raw data) or lake (an existing lake)")
+        if self.format not in FORMATS:
+            raise ConfigError(f"dataset {self.name!r}: format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One dataset under one split strategy: one lake, one results table."""
+
+    dataset: Dataset
+    split: str | None  # None for a dataset given as a lake (its split is whatever built it)
+
+    @property
+    def name(self) -> str:
+        return self.dataset.name if self.split is None else f"{self.dataset.name}/{self.split}"
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace("/", "-")
+
+
+@dataclass(frozen=True)
+class Run:
+    cell: Cell
+    variant: str
+    params: tuple[tuple[str, Any], ...]  # the tuned model settings of this run, in grid order
+    seed: int
+
+    @property
+    def params_slug(self) -> str:
+        return "_".join(f"{key}={value}" for key, value in self.params) or "default"
+
+    def directory(self, out: Path) -> Path:
+        return out / "runs" / self.cell.slug / slug(self.variant) / self.params_slug / f"seed-{self.seed}"
+
+
+@dataclass
+class ExperimentConfig:
+    datasets: list[Dataset]
+    variants: dict[str, dict[str, Any]]  # name -> model settings (ModelConfig keys)
+    splits: list[str] = field(default_factory=lambda: ["global", "per-user"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # model settings tuned per variant on valid_clicks
+    selection: str = "recall@50"  # overall, on valid_clicks, averaged over the tuning seed(s)
+    tuning_seeds: int = 1  # the first N seeds score every grid point; the chosen point then runs on all seeds
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys (model: ModelConfig keys)
+    etl: dict[str, Any] = field(default_factory=dict)  # EtlConfig keys other than input, lake, format, split
+
+    def __post_init__(self) -> None:
+        problems = [f"split {s!r} is not one of {', '.join(STRATEGIES)}" for s in self.splits if s not in STRATEGIES]
+        problems += [] if self.variants else ["no variants"]
+        problems += [] if self.seeds and 1 <= self.tuning_seeds <= len(self.seeds) else ["need seeds and 1 <= tuning_seeds <= len(seeds)"]
+        problems += [f"grid key {key!r} is set by the train section's model, not tuned" for key in self.grid if key in self.train.get("model", {})]
+        if problems:
+            raise ConfigError("experiment config: " + "; ".join(problems))
+        for name in self.variants:  # fail before any run: every variant at every grid point must be a valid config
+            for params in self.grid_points(name):
+                self.train_config(name, dict(params), self.seeds[0])
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"experiment config {path} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            datasets = [Dataset(name, **spec) for name, spec in (raw.pop("datasets", None) or {}).items()]
+            return cls(datasets=datasets, **raw)
+        except TypeError as error:
+            raise ConfigError(f"experiment config {path}: {error}") from error
+
+    def cells(self) -> list[Cell]:
+        return [Cell(d, None) for d in self.datasets if d.lake] + [Cell(d, s) for d in self.datasets if d.input for s in self.splits]
+
+    def grid_points(self, variant: str) -> list[tuple[tuple[str, Any], ...]]:
+        """Every combination of the grid keys the variant does not set itself (no SSL fixes alpha = 0)."""
+        keys = [key for key in self.grid if key not in self.variants[variant]]
+        return [tuple(zip(keys, values)) for values in itertools.product(*(self.grid[key] for key in keys))]
+
+    def train_config(self, variant: str, params: dict[str, Any], seed: int) -> TrainConfig:
+        model = {**self.train.get("model", {}), **self.variants[variant], **params}
+        try:
+            return TrainConfig(**{**self.train, "seed": seed, "model": model})
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"experiment config, variant {variant!r} {params}: {error}") from error
+
+    def tuning_runs(self, cell: Cell) -> list[Run]:
+        return [Run(cell, v, p, s) for v in self.variants for p in self.grid_points(v) for s in self.seeds[: self.tuning_seeds]]
+
+    def final_runs(self, cell: Cell, chosen: dict[str, tuple[tuple[str, Any], ...]]) -> list[Run]:
+        """The chosen grid point of each variant named in `chosen`, on every seed."""
+        return [Run(cell, v, params, s) for v, params in chosen.items() for s in self.seeds]
+
+
+def slug(name: str) -> str:
+    return "-".join(name.lower().split())

@@ -1,0 +1,136 @@
+"""`towerssl experiment`: the plan, the statistics of the report against float64 references, and a tiny grid
+end to end on the synthetic lake (real training and evaluation), stopped and resumed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from towerssl.config import ConfigError
+from towerssl.experiment.config import DEFAULT_CONFIG, ExperimentConfig
+from towerssl.experiment.report import summarize, verdict
+
+VARIANTS = {"no SSL": {"alpha": 0.0, "augmentation": "none"}, "CFM": {"augmentation": "cfm"}}
+
+
+def test_default_config_plans_every_dataset_split_and_tunes_what_each_variant_leaves_open():
+    config = ExperimentConfig.load(DEFAULT_CONFIG)
+    assert [c.name for c in config.cells()] == [f"{d}/{s}" for d in ("ml-100k", "ml-latest-small", "ml-1m") for s in ("global", "per-user")]
+    assert {p for point in config.grid_points("no SSL") for p, _ in point} == {"temperature"}  # alpha is fixed at 0
+    assert len(config.grid_points("CFM")) == len(config.grid["temperature"]) * len(config.grid["alpha"])
+    cell = config.cells()[0]
+    tuning = config.tuning_runs(cell)
+    assert len(tuning) == sum(len(config.grid_points(v)) for v in config.variants)
+    assert len({run.directory(DEFAULT_CONFIG.parent) for run in tuning}) == len(tuning)  # one directory per run
+    chosen = {v: config.grid_points(v)[0] for v in config.variants}
+    finals = config.final_runs(cell, chosen)
+    assert len(finals) == len(config.variants) * len(config.seeds)
+    assert config.train_config("CFM", dict(chosen["CFM"]), 2).model.augmentation == "cfm"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"splits": ["weekly"]}, "split 'weekly'"),
+        ({"variants": {"bad": {"augmentation": "rotate"}}}, "variant 'bad'"),
+        ({"tuning_seeds": 4}, "tuning_seeds"),
+        ({"datasets": {"x": {"input": "a", "lake": "b"}}}, "exactly one of input"),
+    ],
+)
+def test_config_errors_name_what_is_wrong(tmp_path, change, message):
+    raw = {"datasets": {"x": {"input": "raw"}}, "variants": VARIANTS, "seeds": [0, 1, 2], **change}
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig.load(path)
+
+
+def test_summarize_matches_a_float64_reference():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 7):
+        values = [float(v) for v in rng.random(n)]
+        with_gaps = values + [None]
+        result = summarize(with_gaps)
+        mean = sum(values) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+        assert result["mean"] == pytest.approx(mean, abs=1e-15)
+        assert result["std"] == pytest.approx(std, abs=1e-15)
+        assert result["values"] == with_gaps
+    assert summarize([None, None]) == {"mean": None, "std": None, "values": [None, None]}
+
+
+def _variant(overall: float, tail: float, new: float, std: float) -> dict:
+    return {"test": {"recall@50": {"overall": {"mean": overall, "std": std}, "tail": {"mean": tail, "std": std}, "new": {"mean": new, "std": std}}}}
+
+
+def test_verdict_applies_each_condition_of_the_target():
+    base = _variant(0.30, 0.10, 0.05, 0.001)
+    variants = {
+        "no SSL": base,
+        "meets": _variant(0.298, 0.12, 0.06, 0.001),  # tail +20%, overall -0.67%, new +0.01
+        "noisy": _variant(0.30, 0.12, 0.06, 0.02),  # same means, but spreads overlap
+        "costly": _variant(0.29, 0.12, 0.06, 0.001),  # overall -3.3%
+    }
+    result = verdict(variants)
+    assert result["meets"]["tail_relative_gain"] == pytest.approx(0.12 / 0.10 - 1)
+    assert result["meets"]["overall_relative_change"] == pytest.approx(0.298 / 0.30 - 1)
+    assert result["meets"]["new_difference"] == pytest.approx(0.01)
+    assert result["meets"]["target_met"]
+    assert not result["noisy"]["tail_gain_at_least_10pct"] and not result["noisy"]["target_met"]
+    assert not result["costly"]["overall_within_1pct"] and not result["costly"]["target_met"]
+
+
+@pytest.mark.slow
+def test_tiny_experiment_runs_reports_and_resumes(synthetic_lake, tmp_path):
+    from towerssl.experiment.runner import run_experiment
+
+    raw = {
+        "datasets": {"synthetic": {"lake": str(synthetic_lake)}, "absent": {"input": str(tmp_path / "nowhere"), "format": "raw"}},
+        "splits": ["global"],
+        "variants": VARIANTS,
+        "seeds": [0, 1],
+        "grid": {"temperature": [0.1, 0.2]},
+        "train": {"batch_size": 128, "max_steps": 16, "eval_every": 8, "checkpoint_every": 8, "tensorboard": False, "workers": 1,
+                  "model": {"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "ssl_batch_size": 64}},
+    }
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = ExperimentConfig.load(path)
+    out = tmp_path / "out"
+    first = run_experiment(config, out)
+
+    cell = first["cells"]["synthetic"]
+    assert set(cell["variants"]) == set(VARIANTS)
+    (cell_obj,) = config.cells()
+    valid_scores = {}
+    for run in config.tuning_runs(cell_obj):
+        metrics = json.loads((run.directory(out) / "valid" / "metrics.json").read_text())
+        valid_scores.setdefault(run.variant, {})[run.params] = metrics["recall@50"]["overall"]
+    for variant, data in cell["variants"].items():
+        best = max(valid_scores[variant], key=valid_scores[variant].get)
+        assert data["params"] == dict(best)  # chosen on valid_clicks
+        runs = config.final_runs(cell_obj, {variant: best})
+        tests = [json.loads((run.directory(out) / "test" / "metrics.json").read_text()) for run in runs]
+        assert data["test"]["recall@50"]["tail"]["values"] == [t["recall@50"]["tail"] for t in tests]
+        for not_chosen in set(valid_scores[variant]) - {best}:  # the test window is only scored for the chosen point
+            assert not any((r.directory(out) / "test").exists() for r in config.final_runs(cell_obj, {variant: not_chosen}))
+    report = (out / "results.md").read_text()
+    assert "## synthetic" in report and "**recall@50**" in report
+    assert "## absent/global: skipped" in report and "does not exist" in report
+    assert (out / "recall50_by_slice.png").stat().st_size > 0
+
+    # Stop one run mid-way: its summary and metrics go, its checkpoint stays. The rerun finishes only that run.
+    stopped = config.final_runs(cell_obj, {"CFM": tuple(cell["variants"]["CFM"]["params"].items())})[1]
+    for name in ("train_summary.json", "test/metrics.json", "valid/metrics.json"):
+        (stopped.directory(out) / name).unlink()
+    untouched = config.final_runs(cell_obj, {"no SSL": tuple(cell["variants"]["no SSL"]["params"].items())})[1].directory(out) / "test" / "metrics.json"
+    stamp = untouched.stat().st_mtime_ns
+    second = run_experiment(config, out)
+    assert json.loads((stopped.directory(out) / "timing.json").read_text())["resumed"] is True
+    assert json.loads((stopped.directory(out) / "train_summary.json").read_text())["steps"] == 16
+    assert untouched.stat().st_mtime_ns == stamp
+    assert second["cells"]["synthetic"]["variants"]["no SSL"] == cell["variants"]["no SSL"]
