@@ -7,7 +7,7 @@ for users with at least `min_user_clicks` clicks; other users' clicks all stay i
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 SPLITS = ("train", "valid", "test")
@@ -15,23 +15,58 @@ STRATEGIES = ("global", "per-user")
 
 
 def split_global(clicks: DataFrame, valid_fraction: float, test_fraction: float, valid_from: int | None = None, test_from: int | None = None) -> DataFrame:
-    """Adds a `split` column. Explicit cutoffs (timestamps, inclusive) win over fractions."""
+    """Adds a `split` column. Explicit cutoffs (timestamps, inclusive) win over fractions.
+
+    With fractions the clicks are ranked in (timestamp, user_id, item_id) order, which is unique once duplicate
+    events are rejected. No global sort: the first test and the first valid click are found from a timestamp
+    histogram (a few small actions), and the split is then a comparison with those two keys.
+    """
     if test_from is not None:
         valid_from = test_from if valid_from is None else valid_from
         split = F.when(F.col("timestamp") >= test_from, "test").when(F.col("timestamp") >= valid_from, "valid").otherwise("train")
         return clicks.withColumn("split", split)
-    total = clicks.count()
+    summary = clicks.agg(F.count(F.lit(1)).alias("n"), F.min("timestamp").alias("lo"), F.max("timestamp").alias("hi")).first()
+    total = summary["n"]
     n_test = int(round(total * test_fraction))
     n_valid = int(round(total * valid_fraction))
-    # Rank in (timestamp, user_id, item_id) order without sorting all clicks in one partition: cumulative
-    # counts over the distinct timestamps, then a rank inside each timestamp.
-    per_ts = clicks.groupBy("timestamp").agg(F.count(F.lit(1)).alias("_n"))
-    earlier = Window.orderBy("timestamp").rowsBetween(Window.unboundedPreceding, -1)
-    before = per_ts.select("timestamp", F.coalesce(F.sum("_n").over(earlier), F.lit(0)).alias("_before"))
-    within = F.row_number().over(Window.partitionBy("timestamp").orderBy("user_id", "item_id")) - 1
-    ranked = clicks.join(before, "timestamp").withColumn("_pos", F.col("_before") + within)
-    split = F.when(F.col("_pos") >= total - n_test, "test").when(F.col("_pos") >= total - n_test - n_valid, "valid").otherwise("train")
-    return ranked.withColumn("split", split).drop("_pos", "_before")
+    test_key = _key_from_end(clicks, n_test, summary["lo"], summary["hi"])
+    valid_key = _key_from_end(clicks, n_test + n_valid, summary["lo"], summary["hi"])
+    split = F.when(_at_or_after(test_key), "test").when(_at_or_after(valid_key), "valid").otherwise("train")
+    return clicks.withColumn("split", split)
+
+
+Key = tuple[int, int, int]  # (timestamp, user_id, item_id)
+BUCKETS = 4096  # histogram resolution; the bucket holding a boundary is ranked exactly
+EXACT_ROWS = 200_000  # a boundary bucket larger than this is split again (unless it is a single second)
+
+
+def _key_from_end(clicks: DataFrame, k: int, lo: int, hi: int) -> Key | None:
+    """The key of the k-th click from the end, or None when k is 0 (no click after it)."""
+    if k <= 0:
+        return None
+    after = 0  # clicks in buckets above the current range
+    while True:
+        width = max(1, -(-(hi - lo + 1) // BUCKETS))
+        bucket = F.floor((F.col("timestamp") - lo) / width)
+        within = clicks.where(F.col("timestamp").between(lo, hi))
+        counts = sorted(within.groupBy(bucket.alias("b")).count().collect(), reverse=True)
+        for b, n in counts:
+            if after + n >= k:
+                break
+            after += n
+        lo, hi = lo + b * width, min(hi, lo + (b + 1) * width - 1)
+        if n <= EXACT_ROWS or width == 1:
+            break
+    latest_first = Window.orderBy(F.desc("timestamp"), F.desc("user_id"), F.desc("item_id"))
+    row = clicks.where(F.col("timestamp").between(lo, hi)).select("timestamp", "user_id", "item_id", F.row_number().over(latest_first).alias("r")).where(F.col("r") == k - after).first()
+    return (row["timestamp"], row["user_id"], row["item_id"])
+
+
+def _at_or_after(key: Key | None) -> Column:
+    if key is None:
+        return F.lit(False)
+    ts, user, item = (F.col(c) for c in ("timestamp", "user_id", "item_id"))
+    return (ts > key[0]) | ((ts == key[0]) & ((user > key[1]) | ((user == key[1]) & (item >= key[2]))))
 
 
 def split_per_user(clicks: DataFrame, valid_fraction: float, test_fraction: float, min_user_clicks: int) -> DataFrame:

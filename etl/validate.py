@@ -103,6 +103,28 @@ def check_entities(df: DataFrame, input_name: str, key: str, fields: tuple[Field
     return Checked(deduped.valid, row_level.rejects.unionByName(deduped.rejects))
 
 
+BROADCAST_ROWS = 2_000_000  # id sets and duplicate keys up to this size are broadcast: no shuffle of the clicks
+
+
+def _small(df: DataFrame) -> DataFrame:
+    """The frame with a broadcast hint when it is small enough to send to every task."""
+    return F.broadcast(df) if df.count() <= BROADCAST_ROWS else df
+
+
+def _later_copies(df: DataFrame, keys: list[str]) -> DataFrame:
+    """Adds `_later_copy`: true for every row after the first of its key (order: source file, then raw text).
+
+    Duplicates are rare, so the keys that repeat are found first (a shuffle of the key columns alone, partially
+    aggregated), and only their rows are ranked; the raw text of the other rows is never shuffled."""
+    repeated = df.groupBy(*keys).count().where(F.col("count") > 1).select(*keys, F.lit(True).alias("_repeated"))
+    if repeated.count() > BROADCAST_ROWS:  # many duplicates: rank every row
+        return df.withColumn("_later_copy", _first_per_key(df, keys))
+    marked = df.join(F.broadcast(repeated), keys, "left")
+    ranked = marked.where(F.col("_repeated")).withColumn("_later_copy", _first_per_key(marked, keys))
+    single = marked.where(F.col("_repeated").isNull()).withColumn("_later_copy", F.lit(False))
+    return ranked.unionByName(single).drop("_repeated")
+
+
 def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None) -> Checked:
     """Clicks: valid ids and timestamp, a known item (and user, when users are given), no duplicate event."""
     checks = _record_checks(df) + _id_checks("user_id") + _id_checks("item_id")
@@ -115,16 +137,19 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     typed = row_level.valid.select(
         *[F.trim(c).cast("long").alias(c) for c in ("user_id", "item_id", "timestamp")], SOURCE_COL, RAW_COL
     )
-    typed = typed.join(item_ids.select("item_id", F.lit(True).alias("_known_item")), "item_id", "left")
+    typed = typed.join(_small(item_ids.select("item_id", F.lit(True).alias("_known_item"))), "item_id", "left")
     if user_ids is not None:
-        typed = typed.join(user_ids.select("user_id", F.lit(True).alias("_known_user")), "user_id", "left")
+        typed = typed.join(_small(user_ids.select("user_id", F.lit(True).alias("_known_user"))), "user_id", "left")
     else:
         typed = typed.withColumn("_known_user", F.lit(True))
+    known = typed.where(F.col("_known_item") & F.col("_known_user"))
+    unknown = typed.where(F.col("_known_item").isNull() | F.col("_known_user").isNull()).withColumn("_later_copy", F.lit(False))
+    typed = _later_copies(known, ["user_id", "item_id", "timestamp"]).unionByName(unknown)
     failure = _first_failure(
         [
             (F.col("_known_item").isNull(), "item_id", "unknown item_id (not a valid row of the items input)"),
             (F.col("_known_user").isNull(), "user_id", "unknown user_id (not a valid row of the users input)"),
-            (_first_per_key(typed, ["user_id", "item_id", "timestamp"]), None, "duplicate event"),
+            (F.col("_later_copy"), None, "duplicate event"),
         ]
     )
     final = _split(typed, failure, "interactions", [F.col("user_id"), F.col("item_id"), F.col("timestamp")])

@@ -140,6 +140,23 @@ def test_global_split_breaks_timestamp_ties_by_user_then_item(spark):
     assert split[(2, 4, 1000)] == split[(2, 5, 1000)] == "test" and split[(1, 4, 1000)] == "valid"
 
 
+@pytest.mark.parametrize("buckets, exact_rows", [(4096, 200_000), (3, 4)])  # (3, 4): boundary buckets are split again
+def test_global_split_matches_a_sorted_reference(spark, monkeypatch, buckets, exact_rows):
+    import random
+
+    from towerssl.etl import split as split_module
+
+    monkeypatch.setattr(split_module, "BUCKETS", buckets)
+    monkeypatch.setattr(split_module, "EXACT_ROWS", exact_rows)
+    rng = random.Random(buckets)
+    keys = sorted({(rng.choice([0, 5, 7, 7, 7, 900, 901, 10**9]) + rng.randrange(3), rng.randrange(6), rng.randrange(6)) for _ in range(300)})
+    clicks = spark.createDataFrame([(u, i, t) for t, u, i in keys], "user_id long, item_id long, timestamp long")
+    got = {(r["timestamp"], r["user_id"], r["item_id"]): r["split"] for r in split_global(clicks, 0.15, 0.1).collect()}
+    n_test, n_valid = round(len(keys) * 0.1), round(len(keys) * 0.15)
+    expected = ["train"] * (len(keys) - n_test - n_valid) + ["valid"] * n_valid + ["test"] * n_test
+    assert [got[k] for k in keys] == expected  # keys sorted by (timestamp, user, item)
+
+
 def test_commit_records_run_id_and_config(lake_run):
     spark, config, _, _, _, _ = lake_run
     meta = commit_metadata(spark, config.lake, "items")
