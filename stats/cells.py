@@ -167,3 +167,74 @@ def cell_batches(batches: Iterator[pa.RecordBatch], plan: CellPlan, chunk_rows: 
             pending, rows = [], 0
     if rows:
         yield chunk_cells(*table_values(pa.Table.from_batches(pending), plan), plan)
+
+
+# --------------------------------------------------------------------------------- the cross-task sums
+# Spark only moves the cells: each task packs its cells into one Arrow blob per reducer (a cell's
+# reducer is a hash of its full key, so every distinct cell meets all its parts in one reducer), Spark
+# shuffles those few binary rows, and each reducer sums its cells and their m ln m per pair with numpy.
+BLOB_SPARK_SCHEMA = "r int, cells binary"
+SUMS_SCHEMA = pa.schema([("a", pa.int32()), ("b", pa.int32()), ("n", pa.float64()), ("s_ab", pa.float64()), ("s_a", pa.float64()), ("s_b", pa.float64())])
+SUMS_SPARK_SCHEMA = "a int, b int, n double, s_ab double, s_a double, s_b double"
+
+
+def reducer_of(batch: pa.RecordBatch, reducers: int) -> np.ndarray:
+    """Each cell's reducer in 0..reducers-1, a hash of (a, b, part, x, y): the same in every task."""
+    key = np.zeros(batch.num_rows, np.uint64)
+    for name in ("a", "b", "part", "x", "y"):
+        key = (key ^ batch.column(name).to_numpy().astype(np.uint64)) * np.uint64(0x100000001B3)  # FNV-style mixing
+    key ^= key >> np.uint64(29)
+    return ((key * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(40)) % np.uint64(reducers)
+
+
+def cell_blobs(batches: Iterator[pa.RecordBatch], plan: CellPlan, reducers: int, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body of the map side: the task's cells (cell_batches), one Arrow IPC blob per reducer."""
+    made = [b for b in cell_batches(batches, plan, chunk_rows) if b.num_rows]
+    if not made:
+        return
+    cells = pa.Table.from_batches(made, schema=SCHEMA).combine_chunks().to_batches()[0]
+    target = reducer_of(cells, reducers)
+    order = np.argsort(target, kind="stable")
+    bounds = np.searchsorted(target[order], np.arange(reducers + 1))
+    rs, blobs = [], []
+    for r in range(reducers):
+        if bounds[r + 1] > bounds[r]:
+            rs.append(r)
+            blobs.append(cells.take(pa.array(order[bounds[r]:bounds[r + 1]])).serialize().to_pybytes())
+    yield pa.RecordBatch.from_arrays([pa.array(rs, pa.int32()), pa.array(blobs, pa.binary())], names=["r", "cells"])
+
+
+def pair_sums(cells: pa.Table) -> pa.RecordBatch:
+    """Per pair (a, b) present: n = the MARGINAL_A mass, and sum m ln m over the distinct cells of the
+    joint (s_ab) and of each marginal (s_a, s_b), the cells' m summed over all their rows first (LOCAL cells
+    add their s). Partial when `cells` is one reducer's share: the shares add up."""
+    a, b, part = (cells.column(name).to_numpy().astype(np.int64) for name in ("a", "b", "part"))
+    x, y = (cells.column(name).to_numpy().astype(np.int64) for name in ("x", "y"))
+    m = cells.column("m").to_numpy()
+    s = cells.column("s").fill_null(0.0).to_numpy()
+    group = (a << 32 | b) * 3 + part
+    order = np.argsort(group, kind="stable")
+    group, starts = np.unique(group[order], return_index=True)
+    ends = np.append(starts[1:], len(order))
+    sums: dict[tuple[int, int], list[float]] = {}
+    for g, start, end in zip(group.tolist(), starts.tolist(), ends.tolist()):
+        rows = order[start:end]
+        pair, p = divmod(g, 3)
+        gx, gy, gm = x[rows], y[rows], m[rows]
+        local = (gx == LOCAL) & (gy == LOCAL)
+        key = gx[~local] * (int(gy.max()) + 1) + gy[~local]
+        _, masses = _sum_by(key, gm[~local])
+        total = sums.setdefault((pair >> 32, pair & 0xFFFFFFFF), [0.0, 0.0, 0.0, 0.0])
+        total[1 + p] += float((masses * np.log(masses)).sum() + s[rows][local].sum())  # JOINT, MARGINAL_A, MARGINAL_B: 0, 1, 2
+        if p == MARGINAL_A:
+            total[0] += float(gm.sum())
+    pairs = sorted(sums)
+    columns = [[p[0] for p in pairs], [p[1] for p in pairs]] + [[sums[p][i] for p in pairs] for i in range(4)]
+    return pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, SUMS_SCHEMA)], schema=SUMS_SCHEMA)
+
+
+def sum_blobs(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body of the reduce side: the pair sums over all cells of the blobs it receives."""
+    parts = [pa.ipc.read_record_batch(pa.py_buffer(blob), SCHEMA) for batch in batches for blob in batch.column("cells").to_pylist()]
+    if parts:
+        yield pair_sums(pa.Table.from_batches(parts, schema=SCHEMA))

@@ -6,6 +6,7 @@ import argparse
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,8 @@ from towerssl.lake import read_table, write_table
 from towerssl.spark import spark_session
 from towerssl.stats.fields import item_fields
 from towerssl.stats.heatmap import plot_mi_heatmap
-from towerssl.stats.mi import feature_mi
-from towerssl.stats.popularity import DEFAULT_NEW_ITEM_FLOOR, check_new_item_floor, click_counts, item_stats
-from towerssl.stats.readers import mi_matrix
+from towerssl.stats.mi import compute_feature_mi
+from towerssl.stats.popularity import BUCKETS, DEFAULT_NEW_ITEM_FLOOR, check_new_item_floor, click_counts, popularity
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,11 @@ def heatmap_path(lake: str | Path, config: StatsConfig) -> Path | None:
 
 
 def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id: str | None = None) -> dict[str, Any]:
-    """Write item_stats and feature_mi (one Delta commit each) and the heatmap; return a summary."""
+    """Write item_stats and feature_mi (one Delta commit each) and the heatmap; return a summary.
+
+    The MI job runs in a second thread beside popularity (Spark interleaves their tasks on the cores);
+    feature_mi is written only after item_stats, so a failed popularity check writes neither table.
+    popularity_seconds and mi_seconds therefore overlap."""
     run_id = run_id or uuid.uuid4().hex[:12]
     record = {"lake": str(lake), **config_dict(config)}
     started = time.time()
@@ -58,34 +62,55 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
     fields = item_fields(read_table(spark, lake, "fields"), items)
     log.info("item fields: %s", ", ".join(f"{f.name}[{f.length}]" if f.multi else f.name for f in fields))
 
-    clicks = click_counts(items, train_clicks).persist(StorageLevel.MEMORY_AND_DISK)
-    write_table(item_stats(clicks, config.new_item_floor), lake, "item_stats", run_id, record)
-    buckets = dict(read_table(spark, lake, "item_stats").groupBy("bucket").count().collect())
-    n_items = sum(buckets.values())
-    popularity_s = time.time() - started
-    log.info("item_stats: %d items in %.1f s (%s)", n_items, popularity_s, ", ".join(f"{b} {buckets.get(b, 0)}" for b in ("head", "torso", "tail", "new")))
-
-    mi_started = time.time()
     weighted = config.mi_weighting == "clicks"
-    mi_items = items.join(clicks.where("listed").select("item_idx", "clicks"), "item_idx") if weighted else items
-    write_table(feature_mi(mi_items, fields, weight="clicks" if weighted else None), lake, "feature_mi", run_id, record)
-    clicks.unpersist()
-    mi_s = time.time() - mi_started
-    log.info("feature_mi: %d field pairs over %d items in %.1f s (%.0f items/s), weighting %s",
-             len(fields) * (len(fields) - 1) // 2, n_items, mi_s, n_items / max(mi_s, 1e-9), config.mi_weighting)
+    clicks = click_counts(items, train_clicks).persist(StorageLevel.MEMORY_AND_DISK)
+    mi_group = f"towerssl-stats-mi-{run_id}-{uuid.uuid4().hex[:6]}"
+    timing: dict[str, float] = {}
 
-    names = [f.name for f in fields]
-    rows = read_table(spark, lake, "feature_mi").collect()
-    mi, nmi = (mi_matrix([r.field_a for r in rows], [r.field_b for r in rows], [r[column] for r in rows], names) for column in ("mi", "nmi"))
-    for a, name in enumerate(names):
-        partners = sorted((b for b in range(len(names)) if b != a), key=lambda b: -nmi[a, b])[:3]
-        log.info("H(%s) = %.3f nats; top nmi partners: %s", name, mi[a, a], ", ".join(f"{names[b]} {nmi[a, b]:.3f}" for b in partners))
-    png = heatmap_path(lake, config)
-    if png is None:
-        log.warning("lake %s is not a local directory: no heatmap written (set report_dir)", lake)
-    else:
-        plot_mi_heatmap(mi, nmi, names, png)
-        log.info("heatmap: %s", png)
+    def mi_part():  # in a second thread: its Spark jobs share the cores with popularity's
+        spark.sparkContext.setJobGroup(mi_group, "feature_mi", interruptOnCancel=True)
+        mi_started = time.time()
+        mi_items = items.join(clicks.where("listed").select("item_idx", "clicks"), "item_idx") if weighted else items
+        result = compute_feature_mi(mi_items, fields, weight="clicks" if weighted else None)
+        timing["mi"] = time.time() - mi_started
+        return result
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats-mi") as pool:
+        mi_future = None if weighted else pool.submit(mi_part)
+        try:
+            stats = popularity(clicks, config.new_item_floor)  # the histogram action (and the check): the bucket sizes come with it
+            if weighted:  # its items join the cached click counts, filled by now
+                mi_future = pool.submit(mi_part)
+            write_table(stats.table, lake, "item_stats", run_id, record)
+            buckets = stats.buckets
+            n_items = sum(buckets.values())
+            popularity_s = time.time() - started
+            log.info("item_stats: %d items in %.1f s (%s)", n_items, popularity_s, ", ".join(f"{b} {buckets.get(b, 0)}" for b in BUCKETS))
+            result = mi_future.result()
+        except BaseException:
+            if mi_future is not None and not mi_future.done():
+                spark.sparkContext.cancelJobGroup(mi_group)  # nothing of feature_mi is written after a failure
+            raise
+        finally:
+            if mi_future is not None:
+                wait([mi_future])
+            clicks.unpersist()
+        written = pool.submit(write_table, result.frame(spark), lake, "feature_mi", run_id, record)
+        mi_s = timing["mi"]
+        log.info("feature_mi: %d field pairs over %d items in %.1f s (%.0f items/s), weighting %s",
+                 len(fields) * (len(fields) - 1) // 2, n_items, mi_s, n_items / max(mi_s, 1e-9), config.mi_weighting)
+
+        names, mi, nmi = list(result.names), result.mi, result.nmi
+        for a, name in enumerate(names):
+            partners = sorted((b for b in range(len(names)) if b != a), key=lambda b: -nmi[a, b])[:3]
+            log.info("H(%s) = %.3f nats; top nmi partners: %s", name, mi[a, a], ", ".join(f"{names[b]} {nmi[a, b]:.3f}" for b in partners))
+        png = heatmap_path(lake, config)  # drawn while feature_mi is being written
+        if png is None:
+            log.warning("lake %s is not a local directory: no heatmap written (set report_dir)", lake)
+        else:
+            plot_mi_heatmap(mi, nmi, names, png)
+            log.info("heatmap: %s", png)
+        written.result()
     return {
         "run_id": run_id, "items": n_items, "buckets": buckets, "fields": names,
         "popularity_seconds": round(popularity_s, 1), "mi_seconds": round(mi_s, 1), "heatmap": str(png) if png else None,

@@ -10,7 +10,8 @@ The diagonal holds H(U) over the items with at least one valid U value.
 
 How (docs/stats.md): each Spark task turns its items into cells with numpy (stats/cells.py, through
 mapInArrow, chunk by chunk): the joint cells of every pair, the pair's marginals summed from them, the
-diagonal's cells; Spark sums the cells of all tasks in one aggregation and m ln m per pair in a second:
+diagonal's cells; Spark sums the cells of all tasks in one aggregation and m ln m per pair in a second,
+whose k(k+1)/2 rows the driver collects to compute
   H = ln N - (1/N) sum_cells m ln m,  MI = H(U) + H(V) - H(U, V).
 A field whose every value belongs to one item only (the item id, by the index contract) never needs the
 shuffle: its cells are that item's own, so the item adds its closed-form sum of m ln m directly
@@ -20,11 +21,14 @@ what keeps the id field at O(items) work instead of one aggregation key per item
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 from pyspark import cloudpickle
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from towerssl.stats import cells
@@ -33,8 +37,31 @@ from towerssl.stats.fields import ID_FIELD, ItemField
 cloudpickle.register_pickle_by_value(cells)  # the tasks get the kernel's code itself: no towerssl on executors
 
 
-def feature_mi(items: DataFrame, fields: list[ItemField], weight: str | None = None, unique: Iterable[str] = (ID_FIELD,)) -> DataFrame:
-    """The `feature_mi` table (field_a, field_b, mi, nmi) for all ordered pairs of `fields`, diagonal included.
+@dataclass(frozen=True)
+class FeatureMI:
+    """The MI of every field pair as k x k arrays, rows and columns in `names` order (symmetric)."""
+
+    names: tuple[str, ...]
+    mi: np.ndarray  # nats; the diagonal holds H(U)
+    nmi: np.ndarray
+
+    def rows(self) -> list[tuple[str, str, float, float]]:
+        """(field_a, field_b, mi, nmi) for all ordered pairs, diagonal included."""
+        k = len(self.names)
+        return [(self.names[a], self.names[b], float(self.mi[a, b]), float(self.nmi[a, b])) for a in range(k) for b in range(k)]
+
+    def frame(self, spark: SparkSession) -> DataFrame:
+        """The `feature_mi` table (field_a, field_b, mi, nmi): k*k rows, built on the driver."""
+        return spark.createDataFrame(self.rows(), SCHEMA)
+
+
+SCHEMA = "field_a string, field_b string, mi double, nmi double"
+
+
+def compute_feature_mi(items: DataFrame, fields: list[ItemField], weight: str | None = None, unique: Iterable[str] = (ID_FIELD,),
+                       reducers: int | None = None) -> FeatureMI:
+    """MI and nmi of all pairs of `fields`: one Spark job (the cells per task, one shuffle of a blob per task
+    and reducer, the per-pair sums per reducer), whose few rows the driver adds up and turns into entropies.
 
     weight: a column of `items` holding w_i (e.g. training clicks); None weighs every item 1. Items with
     w_i <= 0 take no part. unique: fields whose every valid value is held by one item only (see module doc).
@@ -49,33 +76,38 @@ def feature_mi(items: DataFrame, fields: list[ItemField], weight: str | None = N
         weighted=weight is not None,
     )
     columns = [F.col(f.name) for f in fields] + ([F.col(weight).cast("double").alias(cells.WEIGHT)] if weight else [])
-    made = items.select(*columns).mapInArrow(partial(cells.cell_batches, plan=plan), cells.SPARK_SCHEMA)
-    per_cell = made.groupBy("a", "b", "part", "x", "y").agg(F.sum("m").alias("m"), F.sum("s").alias("s"))
-    m_ln_m = F.when(F.col("x") == cells.LOCAL, F.col("s")).otherwise(F.col("m") * F.log("m"))
-
-    def total(part: int, value: Column) -> Column:
-        return F.sum(F.when(F.col("part") == part, value))
-
-    per_pair = per_cell.groupBy("a", "b").agg(
-        total(cells.MARGINAL_A, F.col("m")).alias("n"),
-        total(cells.JOINT, m_ln_m).alias("s_ab"),
-        total(cells.MARGINAL_A, m_ln_m).alias("s_a"),
-        total(cells.MARGINAL_B, m_ln_m).alias("s_b"),
-    )
-    return _finish(per_pair, [f.name for f in fields])
+    spark = items.sparkSession
+    reducers = reducers or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    blobs = items.select(*columns).mapInArrow(partial(cells.cell_blobs, plan=plan, reducers=reducers), cells.BLOB_SPARK_SCHEMA)
+    sums = blobs.repartition(reducers, "r").mapInArrow(cells.sum_blobs, cells.SUMS_SPARK_SCHEMA)
+    per_pair: dict[tuple[int, int], list[float]] = {}
+    for row in sums.collect():  # at most reducers x k(k+1)/2 rows
+        total = per_pair.setdefault((row.a, row.b), [0.0, 0.0, 0.0, 0.0])
+        for i, value in enumerate((row.n, row.s_ab, row.s_a, row.s_b)):
+            total[i] += value
+    return finish([f.name for f in fields], [(a, b, *sums) for (a, b), sums in per_pair.items()])
 
 
-def _finish(per_pair: DataFrame, names: list[str]) -> DataFrame:
-    """Entropies and MI from the per-pair sums (a <= b), for every ordered pair of fields; missing pairs are 0."""
+def feature_mi(items: DataFrame, fields: list[ItemField], weight: str | None = None, unique: Iterable[str] = (ID_FIELD,)) -> DataFrame:
+    """The `feature_mi` table (field_a, field_b, mi, nmi) for all ordered pairs of `fields`, diagonal
+    included: compute_feature_mi(...).frame(). Runs the Spark job now; the frame is k*k driver rows."""
+    return compute_feature_mi(items, fields, weight, unique).frame(items.sparkSession)
+
+
+def finish(names: list[str], per_pair: list[tuple]) -> FeatureMI:
+    """Entropies and MI from the per-pair sums (a, b, n, s_ab, s_a, s_b), a <= b; missing pairs are 0."""
     k = len(names)
-    ordered = [(names[a], names[b], min(a, b), max(a, b)) for a in range(k) for b in range(k)]
-    grid = per_pair.sparkSession.createDataFrame(ordered, "field_a string, field_b string, a int, b int")  # (a, b): the computed pair
-    pairs = grid.join(F.broadcast(per_pair), ["a", "b"], "left")
-    n, diagonal = F.col("n"), F.col("a") == F.col("b")
-    h_a = F.log(n) - F.col("s_a") / n
-    h_b = F.when(diagonal, h_a).otherwise(F.log(n) - F.col("s_b") / n)
-    mi = F.when(diagonal, h_a).otherwise(h_a + h_b - (F.log(n) - F.col("s_ab") / n))
-    # Rounding can leave MI a few ulps below 0 (independent fields) or nmi a few ulps above 1.
-    mi = F.coalesce(F.greatest(mi, F.lit(0.0)), F.lit(0.0))
-    nmi = F.when(h_a * h_b > 0, F.least(mi / F.sqrt(h_a * h_b), F.lit(1.0))).otherwise(F.lit(0.0))
-    return pairs.select("field_a", "field_b", mi.alias("mi"), nmi.alias("nmi"))
+    mi, nmi = np.zeros((k, k)), np.zeros((k, k))
+    for a, b, n, s_ab, s_a, s_b in per_pair:
+        if n <= 0:
+            continue  # no eligible item
+        h_a = math.log(n) - s_a / n
+        if a == b:
+            h_b, value = h_a, h_a
+        else:
+            h_b = math.log(n) - s_b / n
+            value = h_a + h_b - (math.log(n) - s_ab / n)
+        value = max(value, 0.0)  # rounding can leave MI a few ulps below 0 (independent fields) or nmi a few ulps above 1
+        mi[a, b] = mi[b, a] = value
+        nmi[a, b] = nmi[b, a] = min(value / math.sqrt(h_a * h_b), 1.0) if h_a * h_b > 0 else 0.0
+    return FeatureMI(tuple(names), mi, nmi)

@@ -1,0 +1,100 @@
+"""The parts of the statistics job that spread work over tasks: popularity's per-block ranks, the MI cells'
+per-reducer sums, and run_stats' failure path (nothing written)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from towerssl.errors import UsageError
+from towerssl.lake import MissingTableError, read_table, write_table
+from towerssl.stats.cells import SCHEMA, WEIGHT, CellPlan, cell_batches, cell_blobs, pair_sums, sum_blobs
+from towerssl.stats.job import StatsConfig, run_stats
+from towerssl.stats.popularity import BLOCK_BITS, click_counts, popularity
+
+PLAN = CellPlan(names=("item", "tags", "brand"), lengths=(1, 3, 1), unique=(True, False, False), weighted=True)
+
+
+def random_items(rng: np.random.Generator, n: int) -> pa.Table:
+    return pa.table({
+        "item": pa.array(np.where(rng.random(n) < 0.2, 2, np.arange(n) + 3), pa.int32()),
+        "tags": pa.array([rng.integers(0, 8, size=3).tolist() for _ in range(n)], pa.list_(pa.int32())),
+        "brand": pa.array(rng.integers(1, 40, size=n), pa.int32()),
+        WEIGHT: pa.array(rng.integers(0, 4, size=n).astype(np.float64)),
+    })
+
+
+def as_dict(batches) -> dict[tuple[int, int], np.ndarray]:
+    sums: dict[tuple[int, int], np.ndarray] = {}
+    for batch in batches:
+        for row in batch.to_pylist():
+            key = (row["a"], row["b"])
+            sums[key] = sums.get(key, 0) + np.array([row["n"], row["s_ab"], row["s_a"], row["s_b"]])
+    return sums
+
+
+@pytest.mark.parametrize("reducers", [1, 3, 8])
+def test_pair_sums_over_reducers_equal_the_sums_of_all_cells(reducers):
+    """Whatever the number of reducers (and of map tasks), the per-pair sums add up to those of all cells
+    summed in one place."""
+    table = random_items(np.random.default_rng(4), 400)
+    direct = as_dict([pair_sums(pa.Table.from_batches(list(cell_batches(iter(table.to_batches()), PLAN)), schema=SCHEMA))])
+    tasks = [table.slice(0, 150), table.slice(150, 100), table.slice(250)]  # three map tasks
+    blobs = [b for task in tasks for b in cell_blobs(iter(task.to_batches(max_chunksize=40)), PLAN, reducers, chunk_rows=70)]
+    by_reducer: dict[int, list] = {}
+    for batch in blobs:
+        for r, blob in zip(batch.column("r").to_pylist(), batch.column("cells").to_pylist()):
+            assert 0 <= r < reducers
+            by_reducer.setdefault(r, []).append(blob)
+    reduced = [b for r, group in by_reducer.items() for b in sum_blobs(iter([pa.record_batch([pa.array([r] * len(group), pa.int32()), pa.array(group, pa.binary())], names=["r", "cells"])]))]
+    got = as_dict(reduced)
+    assert got.keys() == direct.keys()
+    for pair in direct:
+        np.testing.assert_allclose(got[pair], direct[pair], rtol=1e-12, atol=1e-9)
+
+
+def reference_before(item_idx: np.ndarray, clicks: np.ndarray) -> np.ndarray:
+    order = np.lexsort((item_idx, -clicks))
+    before = np.empty_like(clicks)
+    before[order] = np.cumsum(clicks[order]) - clicks[order]
+    return before
+
+
+def test_ranks_and_bucket_sizes_span_many_blocks(spark):
+    """item_idx spread over many blocks (and not dense): ties by item_idx across blocks, and the bucket
+    sizes from the histogram equal the table's."""
+    rng = np.random.default_rng(8)
+    n = 400
+    item_idx = np.sort(rng.choice(60 << BLOCK_BITS, size=n, replace=False)).astype(np.int64)
+    clicks = np.minimum(rng.zipf(1.5, size=n), 9)  # few distinct counts: many ties in every block
+    clicks[rng.random(n) < 0.2] = 0
+    items = spark.createDataFrame([(int(i), int(i) * 7) for i in item_idx], "item_idx int, item_id long")
+    train = spark.createDataFrame([(0, int(i), 0, 0, t) for t, i in enumerate(np.repeat(item_idx, clicks))],
+                                  "user_idx int, item_idx int, user_id long, item_id long, timestamp long")
+    result = popularity(click_counts(items, train), new_item_floor=0.5)
+    rows = sorted(result.table.collect(), key=lambda r: r.item_idx)
+
+    total = clicks.sum()
+    before = reference_before(item_idx, clicks)
+    assert result.total == total
+    assert [r.item_idx for r in rows] == item_idx.tolist()
+    assert [r.clicks for r in rows] == clicks.tolist()
+    assert [r.decile for r in rows] == np.where(clicks == 0, 0, 10 * before // total + 1).tolist()
+    expected = np.where(clicks == 0, "new", np.where(3 * before < total, "head", np.where(3 * before < 2 * total, "torso", "tail")))
+    assert [r.bucket for r in rows] == expected.tolist()
+    counted = {b: int((expected == b).sum()) for b in ("head", "torso", "tail", "new") if (expected == b).any()}
+    assert result.buckets == counted
+
+
+def test_an_unlisted_click_stops_run_stats_before_either_table_is_written(spark, tmp_path):
+    items = spark.createDataFrame([(0, 10, 3), (1, 11, 4)], "item_idx int, item_id long, item int")
+    stray = spark.createDataFrame([(0, 0, 1, 10, 5), (0, 7, 1, 17, 6)], "user_idx int, item_idx int, user_id long, item_id long, timestamp long")
+    fields = spark.createDataFrame([("item", "item", False, 1, 5, 0)], "field string, owner string, multi boolean, length int, cardinality int, position int")
+    for name, frame in (("items", items), ("train_clicks", stray), ("fields", fields)):
+        write_table(frame, tmp_path, name, "test", {})
+    with pytest.raises(UsageError, match=r"1 click\(s\) name an item_idx that is not in table items \(e.g. 7\)"):
+        run_stats(spark, tmp_path, StatsConfig())
+    for table in ("item_stats", "feature_mi"):
+        with pytest.raises(MissingTableError):
+            read_table(spark, tmp_path, table)
