@@ -10,7 +10,7 @@ export TOWERSSL_JARS_DIR ?= $(CACHE_DIR)/jars/delta-$(DELTA_VERSION)
 export PYTHONHASHSEED := 0
 DEMO_DIR ?= out/demo
 
-.PHONY: setup airflow-setup test demo bench clean python
+.PHONY: setup airflow-setup test demo experiment clean python
 
 setup: $(VENV)/.installed $(TOWERSSL_JARS_DIR)/.fetched
 	@$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . > $(VENV)/editable.log 2>&1 || { cat $(VENV)/editable.log; exit 1; }
@@ -38,6 +38,12 @@ test: setup airflow-setup
 
 demo: setup
 	$(VENV)/bin/towerssl demo --out $(DEMO_DIR) $(DEMO_ARGS)
+
+# The MovieLens SSL experiment (docs/experiments.md); rerun to resume. One torch thread per process: on a small
+# CPU machine shared with Spark, torch's intra-op threads slow training many times over.
+EXPERIMENT_DIR ?= out/experiment
+experiment: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/towerssl experiment --out $(EXPERIMENT_DIR) $(EXPERIMENT_ARGS)
 
 clean:
 	rm -rf out spark-warehouse metastore_db derby.log .pytest_cache

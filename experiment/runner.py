@@ -19,6 +19,7 @@ from towerssl.errors import UsageError
 from towerssl.experiment.config import DEFAULT_CONFIG, Cell, ExperimentConfig, Run
 from towerssl.experiment.report import write_report
 from towerssl.trainer import checkpoint
+from towerssl.trainer.inputs import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +51,21 @@ def prepare_lake(cell: Cell, config: ExperimentConfig, out: Path) -> Path:
     return lake
 
 
-def execute(run: Run, config: ExperimentConfig, lake: Path, out: Path, splits: tuple[str, ...]) -> bool:
+def execute(run: Run, config: ExperimentConfig, inputs: Manifest, out: Path, splits: tuple[str, ...]) -> bool:
     """Train the run (or finish it from its checkpoint) and evaluate it on `splits`; False when all was done."""
     from towerssl.trainer.evaluate_run import evaluate_run
     from towerssl.trainer.train import train
 
     run_dir = run.directory(out)
+    planned = config.train_config(run.variant, dict(run.params), run.seed)
+    recorded = run_dir / "config.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != json.loads(json.dumps(planned.to_dict())):
+        raise UsageError(f"{recorded} was trained with other settings than the experiment config now asks for: use another --out, or delete {run_dir}")
     did_work = False
     if not (run_dir / "train_summary.json").is_file():
         resume = (run_dir / checkpoint.LAST).is_file()
         started = time.time()
-        train(str(lake), run_dir, config.train_config(run.variant, dict(run.params), run.seed), resume=resume)
+        train(inputs.lake, run_dir, planned, resume=resume, inputs=inputs)
         (run_dir / TIMING).write_text(json.dumps({"train_seconds": round(time.time() - started, 1), "resumed": resume}))
         did_work = True
     for split in splits:
@@ -115,19 +120,20 @@ def run_experiment(config: ExperimentConfig, out: Path) -> dict[str, Any]:
             skipped[cell.name] = str(error)
             log.warning("skipping %s: %s", cell.name, error)
     cells = [cell for cell in config.cells() if cell.name in lakes]
+    inputs = {cell.name: Manifest.resolve(lakes[cell.name]) for cell in cells}  # every run of a cell reads the same snapshot
     tuning = {cell.name: config.tuning_runs(cell) for cell in cells}
     finals_per_cell = len(config.variants) * (len(config.seeds) - config.tuning_seeds)
     progress = Progress(sum(len(runs) for runs in tuning.values()) + finals_per_cell * len(cells))
     chosen: dict[str, dict[str, tuple]] = {}
     for cell in cells:
         for run in tuning[cell.name]:
-            worked = execute(run, config, lakes[cell.name], out, ("valid",))
+            worked = execute(run, config, inputs[cell.name], out, ("valid",))
             progress.step(run, worked, f"valid {config.selection} {selection_score(run, config, out):.4f}")
         chosen[cell.name] = choose(tuning[cell.name], config, out)
         log.info("%s: chosen on valid_clicks: %s", cell.name, "; ".join(f"{v}: {p}" for v, p in chosen[cell.name].items()))
         for run in config.final_runs(cell, chosen[cell.name]):
             tuned_already = run in tuning[cell.name]
-            worked = execute(run, config, lakes[cell.name], out, ("valid", "test"))
+            worked = execute(run, config, inputs[cell.name], out, ("valid", "test"))
             if not tuned_already:
                 progress.step(run, worked, "trained and scored on test_clicks")
     return write_report(config, out, cells, tuning, chosen, skipped)

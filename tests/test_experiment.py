@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from towerssl.config import ConfigError
+from towerssl.errors import UsageError
 from towerssl.experiment.config import DEFAULT_CONFIG, ExperimentConfig
 from towerssl.experiment.report import summarize, verdict
 
@@ -105,7 +106,7 @@ def test_tiny_experiment_runs_reports_and_resumes(synthetic_lake, tmp_path):
 
     cell = first["cells"]["synthetic"]
     assert set(cell["variants"]) == set(VARIANTS)
-    (cell_obj,) = config.cells()
+    cell_obj = config.cells()[0]  # the lake dataset; the absent one is skipped
     valid_scores = {}
     for run in config.tuning_runs(cell_obj):
         metrics = json.loads((run.directory(out) / "valid" / "metrics.json").read_text())
@@ -134,3 +135,9 @@ def test_tiny_experiment_runs_reports_and_resumes(synthetic_lake, tmp_path):
     assert json.loads((stopped.directory(out) / "train_summary.json").read_text())["steps"] == 16
     assert untouched.stat().st_mtime_ns == stamp
     assert second["cells"]["synthetic"]["variants"]["no SSL"] == cell["variants"]["no SSL"]
+
+    # Asking for other settings in the same --out is refused, naming the run, rather than mixing two budgets.
+    raw["train"]["max_steps"] = 32
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UsageError, match="trained with other settings"):
+        run_experiment(ExperimentConfig.load(path), out)

@@ -106,7 +106,8 @@ def valid_recall(model: TwoTowerSSL, data: TrainingData, k: int) -> float:
     return float(metrics[f"recall@{k}"]["overall"] or 0.0)
 
 
-def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bool = False) -> dict[str, Any]:
+def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bool = False, inputs: Manifest | None = None) -> dict[str, Any]:
+    """Train a run; `inputs` (tables already pinned, e.g. one manifest for a grid of runs) saves pinning `lake` again."""
     run_dir = Path(run_dir)
     world = distributed.start("cuda" if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available()) else "cpu")
     device = pick_device(config.device, world)
@@ -120,10 +121,10 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
     if resume and not last.is_file():
         raise UsageError(f"--resume: no checkpoint at {last}")
     if world.is_main and not resume:
-        if lake is None:
+        if lake is None and inputs is None:
             raise UsageError("--lake is required for a new run")
         run_dir.mkdir(parents=True, exist_ok=True)
-        Manifest.resolve(lake).save(run_dir)
+        (inputs or Manifest.resolve(lake)).save(run_dir)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     distributed.barrier(world)
     manifest = Manifest.load(run_dir)
