@@ -21,7 +21,7 @@ import pyarrow as pa
 FIRST_VALUE = 3  # indices 0 (padding), 1 (default) and 2 (unknown) are never values (docs/tables.md)
 JOINT, MARGINAL_A, MARGINAL_B = 0, 1, 2
 LOCAL = 0  # cell key x = y = LOCAL: the closed-form sums of one-item cells (never a value)
-CHUNK_ROWS = 262_144  # items per numpy pass: bounds a task's memory, large enough to pre-sum cells well
+CHUNK_ROWS = 524_288  # items per numpy pass: bounds a chunk's memory, large enough to pre-sum cells well
 SCHEMA = pa.schema([("a", pa.int32()), ("b", pa.int32()), ("part", pa.int32()), ("x", pa.int32()), ("y", pa.int32()), ("m", pa.float64()), ("s", pa.float64())])
 SPARK_SCHEMA = "a int, b int, part int, x int, y int, m double, s double"
 WEIGHT = "__weight"  # the input column holding w_i when items are weighted
