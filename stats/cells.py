@@ -172,10 +172,10 @@ def cell_batches(batches: Iterator[pa.RecordBatch], plan: CellPlan, chunk_rows: 
 # --------------------------------------------------------------------------------- the cross-task sums
 # Spark only moves the cells: each task packs its cells into one Arrow blob per reducer (a cell's
 # reducer is a hash of its full key, so every distinct cell meets all its parts in one reducer), Spark
-# shuffles those few binary rows, and each reducer sums its cells and their m ln m per pair with numpy.
+# shuffles those few binary records (as an RDD keyed by reducer: no Arrow batch holds them all, so no
+# 2 GiB vector limit), and each reducer sums its cells and their m ln m per pair with numpy.
 BLOB_SPARK_SCHEMA = "r int, cells binary"
 SUMS_SCHEMA = pa.schema([("a", pa.int32()), ("b", pa.int32()), ("n", pa.float64()), ("s_ab", pa.float64()), ("s_a", pa.float64()), ("s_b", pa.float64())])
-SUMS_SPARK_SCHEMA = "a int, b int, n double, s_ab double, s_a double, s_b double"
 
 
 def reducer_of(batch: pa.RecordBatch, reducers: int) -> np.ndarray:
@@ -233,8 +233,14 @@ def pair_sums(cells: pa.Table) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, SUMS_SCHEMA)], schema=SUMS_SCHEMA)
 
 
-def sum_blobs(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body of the reduce side: the pair sums over all cells of the blobs it receives."""
-    parts = [pa.ipc.read_record_batch(pa.py_buffer(blob), SCHEMA) for batch in batches for blob in batch.column("cells").to_pylist()]
+def reducer_partition(r: int) -> int:
+    return r  # the partitioner of the blob shuffle: reducer r is partition r, no two reducers share a task
+
+
+def sum_blobs(blobs: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, int, float, float, float, float]]:
+    """mapPartitions body of the reduce side: (a, b, n, s_ab, s_a, s_b) over all cells of the (r, blob)
+    pairs it receives."""
+    parts = [pa.ipc.read_record_batch(pa.py_buffer(blob), SCHEMA) for _, blob in blobs]
     if parts:
-        yield pair_sums(pa.Table.from_batches(parts, schema=SCHEMA))
+        for row in pair_sums(pa.Table.from_batches(parts, schema=SCHEMA)).to_pylist():
+            yield tuple(row.values())

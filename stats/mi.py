@@ -77,13 +77,15 @@ def compute_feature_mi(items: DataFrame, fields: list[ItemField], weight: str | 
     )
     columns = [F.col(f.name) for f in fields] + ([F.col(weight).cast("double").alias(cells.WEIGHT)] if weight else [])
     spark = items.sparkSession
-    reducers = reducers or int(spark.conf.get("spark.sql.shuffle.partitions"))
-    blobs = items.select(*columns).mapInArrow(partial(cells.cell_blobs, plan=plan, reducers=reducers), cells.BLOB_SPARK_SCHEMA)
-    sums = blobs.repartition(reducers, "r").mapInArrow(cells.sum_blobs, cells.SUMS_SPARK_SCHEMA)
+    made = items.select(*columns)
+    # as many reducers as map tasks (at least the shuffle partitions): a reducer holds about one task's cells
+    reducers = reducers or max(int(spark.conf.get("spark.sql.shuffle.partitions")), made.rdd.getNumPartitions())
+    blobs = made.mapInArrow(partial(cells.cell_blobs, plan=plan, reducers=reducers), cells.BLOB_SPARK_SCHEMA)
+    keyed = blobs.rdd.map(lambda row: (row[0], row[1])).partitionBy(reducers, cells.reducer_partition)
     per_pair: dict[tuple[int, int], list[float]] = {}
-    for row in sums.collect():  # at most reducers x k(k+1)/2 rows
-        total = per_pair.setdefault((row.a, row.b), [0.0, 0.0, 0.0, 0.0])
-        for i, value in enumerate((row.n, row.s_ab, row.s_a, row.s_b)):
+    for a, b, *values in keyed.mapPartitions(cells.sum_blobs).collect():  # at most reducers x k(k+1)/2 rows
+        total = per_pair.setdefault((a, b), [0.0, 0.0, 0.0, 0.0])
+        for i, value in enumerate(values):
             total[i] += value
     return finish([f.name for f in fields], [(a, b, *sums) for (a, b), sums in per_pair.items()])
 
