@@ -1,4 +1,4 @@
-"""Mutual information between item feature fields: every field pair in one Spark aggregation.
+"""Mutual information between item feature fields: every field pair in one Spark job.
 
 Joint distribution of a field pair (U, V), defined per item i with weight w_i (1, or its training clicks):
 A_i is the set of valid values of U on item i (indices >= 3; padding 0, default 1 and unknown 2 are
@@ -10,8 +10,9 @@ The diagonal holds H(U) over the items with at least one valid U value.
 
 How (docs/stats.md): each Spark task turns its items into cells with numpy (stats/cells.py, through
 mapInArrow, chunk by chunk): the joint cells of every pair, the pair's marginals summed from them, the
-diagonal's cells; Spark sums the cells of all tasks in one aggregation and m ln m per pair in a second,
-whose k(k+1)/2 rows the driver collects to compute
+diagonal's cells, packed into one Arrow blob per reducer; Spark shuffles the blobs, each reducer sums
+its share of the cells and m ln m per pair with numpy (cells.sum_blobs), and the driver adds the
+reducers' per-pair rows up and computes
   H = ln N - (1/N) sum_cells m ln m,  MI = H(U) + H(V) - H(U, V).
 A field whose every value belongs to one item only (the item id, by the index contract) never needs the
 shuffle: its cells are that item's own, so the item adds its closed-form sum of m ln m directly
