@@ -9,7 +9,7 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 from towerssl.errors import UsageError
-from towerssl.lake import pinned_snapshot, read_snapshot, read_table
+from towerssl.lake import dense_order, pinned_snapshot, read_snapshot, read_table
 
 
 def mi_matrix(field_a: Sequence[str], field_b: Sequence[str], values: Sequence[float], fields: Sequence[str]) -> np.ndarray:
@@ -35,11 +35,5 @@ def load_mi_matrix(spark: SparkSession, lake: str | Path, fields: Sequence[str],
 def load_log_p(spark: SparkSession, lake: str | Path, n_items: int | None = None) -> np.ndarray:
     """log p_j per item as a float64 array indexed by item_idx, read from item_stats' pinned data files."""
     table = read_snapshot(pinned_snapshot(spark, lake, "item_stats"), ["item_idx", "log_p"])
-    item_idx = table.column("item_idx").to_numpy(zero_copy_only=False)
-    log_p = table.column("log_p").to_numpy(zero_copy_only=False)
-    n_items = len(item_idx) if n_items is None else n_items
-    if len(item_idx) != n_items or not np.array_equal(np.sort(item_idx), np.arange(n_items)):
-        raise UsageError(f"table item_stats: item_idx is not each of 0..{n_items - 1} once ({len(item_idx)} rows); rerun `towerssl stats`")
-    ordered = np.empty(n_items, dtype=np.float64)
-    ordered[item_idx] = log_p
-    return ordered
+    order = dense_order(table, "item_idx", "item_stats", "stats", n_items)
+    return table.column("log_p").to_numpy(zero_copy_only=False)[order].astype(np.float64)

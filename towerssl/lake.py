@@ -89,3 +89,16 @@ def read_snapshot(snapshot: Snapshot, columns: list[str] | None = None):
     filesystem = pafs.FileSystem.from_uri(snapshot.files[0])[0]
     paths = [pafs.FileSystem.from_uri(f)[1] for f in snapshot.files]
     return ds.dataset(paths, format="parquet", filesystem=filesystem).to_table(columns=columns)
+
+
+def dense_order(table, index: str, name: str, rerun: str, expected: int | None = None):
+    """Row order that sorts a pyarrow table by its dense index column, which must hold each of 0..n-1 once
+    (n = `expected`, else the row count); otherwise a one-line error naming the table and the job to rerun."""
+    import numpy as np
+
+    values = table.column(index).to_numpy()
+    n = len(values) if expected is None else expected
+    order = np.argsort(values, kind="stable")
+    if len(values) != n or not np.array_equal(values[order], np.arange(n)):
+        raise UsageError(f"table {name}: {index} is not each of 0..{n - 1} once ({len(values)} rows); rerun `towerssl {rerun}`")
+    return order

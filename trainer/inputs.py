@@ -16,7 +16,7 @@ import pyarrow as pa
 import torch
 
 from towerssl.errors import UsageError
-from towerssl.lake import Snapshot, read_snapshot
+from towerssl.lake import Snapshot, dense_order, read_snapshot
 from towerssl.model.features import FeatureSpec, Features, FieldSpec
 
 TRAINING_TABLES = ("fields", "items", "users", "train_clicks", "valid_clicks", "test_clicks", "item_stats", "feature_mi")
@@ -60,19 +60,10 @@ def feature_spec(manifest: Manifest) -> FeatureSpec:
     return FeatureSpec.from_rows(manifest.read("fields").to_pylist())
 
 
-def _by_index(table: pa.Table, index: str) -> np.ndarray:
-    """Row order that sorts the table by its dense index column, checking the index is 0..n-1."""
-    values = table.column(index).to_numpy()
-    order = np.argsort(values, kind="stable")
-    if not np.array_equal(values[order], np.arange(len(values))):
-        raise UsageError(f"{index} is not a dense 0..{len(values) - 1} index: rerun `towerssl etl`")
-    return order
-
-
 def feature_tensors(manifest: Manifest, table: str, fields: tuple[FieldSpec, ...], index: str) -> Features:
     """Each field as a LongTensor in index order: [N] for single-valued fields, [N, length] for multi-valued."""
     data = manifest.read(table, [index] + [f.name for f in fields])
-    order = _by_index(data, index)
+    order = dense_order(data, index, table, "etl")
     features: Features = {}
     for field in fields:
         column = data.column(field.name)
@@ -89,13 +80,13 @@ def feature_tensors(manifest: Manifest, table: str, fields: tuple[FieldSpec, ...
 
 def item_log_p(manifest: Manifest, n_items: int) -> torch.Tensor:
     stats = manifest.read("item_stats", ["item_idx", "log_p"])
-    return torch.from_numpy(stats.column("log_p").to_numpy()[_by_index(stats, "item_idx")].astype(np.float32)).reshape(n_items)
+    return torch.from_numpy(stats.column("log_p").to_numpy()[dense_order(stats, "item_idx", "item_stats", "stats", n_items)].astype(np.float32)).reshape(n_items)
 
 
 def item_clicks(manifest: Manifest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training clicks per item, popularity bucket and decile, in item_idx order (for evaluation slices)."""
     stats = manifest.read("item_stats", ["item_idx", "clicks", "bucket", "decile"])
-    order = _by_index(stats, "item_idx")
+    order = dense_order(stats, "item_idx", "item_stats", "stats")
     return (stats.column("clicks").to_numpy()[order], np.asarray(stats.column("bucket").to_pylist(), dtype=object)[order], stats.column("decile").to_numpy()[order])
 
 
