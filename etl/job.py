@@ -23,7 +23,7 @@ from towerssl.errors import UsageError
 from towerssl.etl.layout import RawInputError, read_raw_layout
 from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import STRATEGIES, split_global, split_per_user
-from towerssl.etl.validate import check_entities, check_interactions
+from towerssl.etl.validate import broadcast_if_small, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, long_values, value_counts
 from towerssl.lake import MissingTableError, read_table, write_table
 from towerssl.spark import spark_session
@@ -78,6 +78,18 @@ def _check_field_names(fields: tuple[FieldDef, ...]) -> None:
         raise RawInputError(f"feature field names must be unique and not reserved ({', '.join(sorted(RESERVED))}): {', '.join(clash)}")
 
 
+class _Stages:
+    """Log lines with the seconds each materialized stage took (Spark is lazy: the time lands where rows are made)."""
+
+    def __init__(self) -> None:
+        self.last = time.time()
+
+    def done(self, what: str) -> None:
+        now = time.time()
+        log.info("%s in %.1f s", what, now - self.last)
+        self.last = now
+
+
 def _materialized(df: DataFrame) -> DataFrame:
     """Compute once and cut the lineage: later stages plan from these rows, not from the raw files again.
 
@@ -116,11 +128,13 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
         if count == 0:
             raise RawInputError(f"{config.input}: the {name} input has no rows")
     log.info("read %s", ", ".join(f"{n:,} {k}" for k, n in rows_in.items()))
+    stages = _Stages()
 
     items = check_entities(raw.items, "items", "item_id", tuple(item_fields), config.multi_hard_limit)
     valid_items = _materialized(items.valid)
     users = check_entities(raw.users, "users", "user_id", tuple(user_fields), config.multi_hard_limit) if raw.users is not None else None
     valid_users = _materialized(users.valid) if users is not None else None
+    stages.done("validated items and users")
     clicks = check_interactions(raw.interactions, valid_items.select("item_id"), valid_users.select("user_id") if valid_users is not None else None)
     valid_clicks = clicks.valid
     if config.split == "global":
@@ -128,6 +142,7 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
     else:
         split = split_per_user(valid_clicks, config.valid_fraction, config.test_fraction, config.min_user_clicks)
     split = _materialized(split)
+    stages.done(f"validated and split the clicks ({config.split})")
     train = split.where(F.col("split") == "train")
     if train.limit(1).count() == 0:
         raise RawInputError(f"{config.input}: no valid click falls in the training window")
@@ -137,12 +152,13 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
     # Vocabularies: feature values count entities, ids count training clicks; earlier indices are kept.
     item_values = long_values(valid_items, "item_id", [f.name for f in item_fields])
     user_values = long_values(valid_users, "user_id", [f.name for f in user_fields])
-    counts = value_counts(item_values.select("field", "value").unionByName(user_values.select("field", "value")), train, list(ID_FIELDS))
+    counts = _materialized(value_counts(item_values.select("field", "value").unionByName(user_values.select("field", "value")), train, list(ID_FIELDS)))
     try:
         previous = _materialized(read_table(spark, config.lake, "vocab"))
     except MissingTableError:
         previous = None
     vocab = _materialized(build_vocab(counts, previous, config.min_count, config.id_min_count))
+    stages.done("vocabularies")
 
     def with_id(values: DataFrame, key: str, field: str) -> DataFrame:
         entities = valid_items if key == "item_id" else valid_users
@@ -158,10 +174,11 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
     users_table = _materialized(with_index(encode(valid_users, "user_id", with_id(user_values, "user_id", "user"), vocab, user_lengths), "user_id", "user_idx"))
     items_table = items_table.select("item_idx", "item_id", *item_lengths)
     users_table = users_table.select("user_idx", "user_id", *user_lengths)
+    stages.done("encoded items and users")
 
-    clicks_indexed = (
-        split.join(items_table.select("item_id", "item_idx"), "item_id")
-        .join(users_table.select("user_id", "user_idx"), "user_id")
+    clicks_indexed = (  # the id maps are small next to the clicks: broadcast them rather than shuffle the clicks
+        split.join(broadcast_if_small(items_table.select("item_id", "item_idx")), "item_id")
+        .join(broadcast_if_small(users_table.select("user_id", "user_idx")), "user_id")
         .select("user_idx", "item_idx", "user_id", "item_id", "timestamp", "split")
     )
     rejects = items.rejects
@@ -179,6 +196,7 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
             raise RuntimeError(f"row count not conserved for {name}: {count} in, {rows_out[name]} written, {rejected} rejected")
     for (source, reason), count in sorted(reject_counts.items()):
         log.warning("rejected %d %s rows: %s", count, source, reason)
+    stages.done("rejects and row counts")
 
     config_record = config_dict(config)
     field_rows = _field_rows(raw.fields, lengths, vocab)
@@ -192,7 +210,9 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
     }
     for table, df in outputs.items():
         write_table(df, config.lake, table, run_id, config_record)
-    new_items = items_table.join(train.select("item_id").distinct(), "item_id", "left_anti").count()
+    stages.done(f"wrote {len(outputs)} tables")
+    clicked_items = counts.where((F.col("field") == "item") & (F.col("count") > 0)).count()  # ids counted on train_clicks
+    new_items = rows_out["items"] - clicked_items
     summary = {
         "run_id": run_id,
         "rows_in": rows_in,

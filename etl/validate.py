@@ -106,7 +106,7 @@ def check_entities(df: DataFrame, input_name: str, key: str, fields: tuple[Field
 BROADCAST_ROWS = 2_000_000  # id sets and duplicate keys up to this size are broadcast: no shuffle of the clicks
 
 
-def _small(df: DataFrame) -> DataFrame:
+def broadcast_if_small(df: DataFrame) -> DataFrame:
     """The frame with a broadcast hint when it is small enough to send to every task."""
     return F.broadcast(df) if df.count() <= BROADCAST_ROWS else df
 
@@ -137,9 +137,9 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     typed = row_level.valid.select(
         *[F.trim(c).cast("long").alias(c) for c in ("user_id", "item_id", "timestamp")], SOURCE_COL, RAW_COL
     )
-    typed = typed.join(_small(item_ids.select("item_id", F.lit(True).alias("_known_item"))), "item_id", "left")
+    typed = typed.join(broadcast_if_small(item_ids.select("item_id", F.lit(True).alias("_known_item"))), "item_id", "left")
     if user_ids is not None:
-        typed = typed.join(_small(user_ids.select("user_id", F.lit(True).alias("_known_user"))), "user_id", "left")
+        typed = typed.join(broadcast_if_small(user_ids.select("user_id", F.lit(True).alias("_known_user"))), "user_id", "left")
     else:
         typed = typed.withColumn("_known_user", F.lit(True))
     known = typed.where(F.col("_known_item") & F.col("_known_user"))

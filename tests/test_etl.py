@@ -62,6 +62,8 @@ def test_rows_in_equal_rows_written_plus_rejected(lake_run):
     assert clicks_written + per_input["interactions"] == n_clicks
     assert table(spark, config, "items").count() + per_input["items"] == n_items
     assert table(spark, config, "users").count() + per_input["users"] == n_users
+    clicked = table(spark, config, "train_clicks").select("item_id").distinct()
+    assert summary["new_items"] == table(spark, config, "items").join(clicked, "item_id", "left_anti").count()
 
 
 def test_each_bad_row_is_rejected_with_its_reason_and_field(lake_run):
