@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from towerssl.errors import UsageError
+from towerssl.etl.layout import RawInputError
 from towerssl.experiment.config import DEFAULT_CONFIG, Cell, ExperimentConfig, Run
 from towerssl.experiment.report import write_report
 from towerssl.trainer import checkpoint
@@ -31,13 +32,17 @@ def prepare_lake(cell: Cell, config: ExperimentConfig, out: Path) -> Path:
     """The cell's lake: ETL + statistics once (a marker records that both finished), or the given lake."""
     if cell.dataset.lake is not None:
         return Path(cell.dataset.lake)
+    from towerssl.config import config_dict
     from towerssl.etl.job import EtlConfig, run_etl
     from towerssl.spark import spark_session
     from towerssl.stats.job import StatsConfig, run_stats
 
     lake = out / "lakes" / cell.slug
     marker = lake / LAKE_MARKER
+    etl_config = EtlConfig(**{**config.etl, "input": cell.dataset.input, "lake": str(lake), "format": cell.dataset.format, "split": cell.split})
     if marker.is_file():
+        if json.loads(marker.read_text())["etl_config"] != config_dict(etl_config):
+            raise UsageError(f"{lake} was built with other ETL settings than the experiment config now asks for: use another --out, or delete {lake}")
         return lake
     if not Path(cell.dataset.input).exists():
         raise FileNotFoundError(f"input {cell.dataset.input} does not exist")
@@ -45,9 +50,9 @@ def prepare_lake(cell: Cell, config: ExperimentConfig, out: Path) -> Path:
         shutil.rmtree(lake)  # an interrupted ETL: start the lake over
     started = time.time()
     spark = spark_session("towerssl-experiment")
-    etl = run_etl(spark, EtlConfig(**{**config.etl, "input": cell.dataset.input, "lake": str(lake), "format": cell.dataset.format, "split": cell.split}))
+    etl = run_etl(spark, etl_config)
     stats = run_stats(spark, lake, StatsConfig(report_dir=str(lake / "_reports")))
-    marker.write_text(json.dumps({"etl": etl, "stats": stats, "seconds": round(time.time() - started, 1)}, indent=1, default=str))
+    marker.write_text(json.dumps({"etl_config": config_dict(etl_config), "etl": etl, "stats": stats, "seconds": round(time.time() - started, 1)}, indent=1, default=str))
     return lake
 
 
@@ -116,7 +121,7 @@ def run_experiment(config: ExperimentConfig, out: Path) -> dict[str, Any]:
     for cell in config.cells():
         try:
             lakes[cell.name] = prepare_lake(cell, config, out)
-        except (UsageError, FileNotFoundError) as error:
+        except (RawInputError, FileNotFoundError) as error:  # input missing or unusable: say so in the report
             skipped[cell.name] = str(error)
             log.warning("skipping %s: %s", cell.name, error)
     cells = [cell for cell in config.cells() if cell.name in lakes]
