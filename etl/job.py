@@ -111,8 +111,26 @@ def _field_rows(fields: tuple[FieldDef, ...], lengths: dict[str, int | None], vo
     ]
 
 
+CACHE_COMPRESSION = "spark.sql.inMemoryColumnarStorage.compressed"
+
+
 def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -> dict[str, Any]:
-    """Run the job and return its summary (counts per table and per reject reason)."""
+    """Run the job and return its summary (counts per table and per reject reason).
+
+    While it runs, the job's caches of validated rows are kept uncompressed: on 10M clicks this made the job
+    25% faster (docs/benchmarks.md) for more cache memory. The session's own setting is restored after."""
+    previous = spark.conf.get(CACHE_COMPRESSION, None)
+    spark.conf.set(CACHE_COMPRESSION, "false")
+    try:
+        return _run_etl(spark, config, run_id)
+    finally:
+        if previous is None:
+            spark.conf.unset(CACHE_COMPRESSION)
+        else:
+            spark.conf.set(CACHE_COMPRESSION, previous)
+
+
+def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict[str, Any]:
     run_id = run_id or uuid.uuid4().hex[:12]
     started = time.time()
     raw = read_input(spark, config)
