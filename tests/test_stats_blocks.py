@@ -7,22 +7,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from celldata import PLAN, random_items
 from towerssl.errors import UsageError
 from towerssl.lake import MissingTableError, read_table, write_table
-from towerssl.stats.cells import SCHEMA, WEIGHT, CellPlan, cell_batches, cell_blobs, pair_sums, sum_blobs
+from towerssl.stats.cells import SCHEMA, cell_batches, cell_blobs, pair_sums, sum_blobs
 from towerssl.stats.job import StatsConfig, run_stats
 from towerssl.stats.popularity import BLOCK_BITS, click_counts, popularity
 
-PLAN = CellPlan(names=("item", "tags", "brand"), lengths=(1, 3, 1), unique=(True, False, False), weighted=True)
-
-
-def random_items(rng: np.random.Generator, n: int) -> pa.Table:
-    return pa.table({
-        "item": pa.array(np.where(rng.random(n) < 0.2, 2, np.arange(n) + 3), pa.int32()),
-        "tags": pa.array([rng.integers(0, 8, size=3).tolist() for _ in range(n)], pa.list_(pa.int32())),
-        "brand": pa.array(rng.integers(1, 40, size=n), pa.int32()),
-        WEIGHT: pa.array(rng.integers(0, 4, size=n).astype(np.float64)),
-    })
 
 
 def as_dict(batches) -> dict[tuple[int, int], np.ndarray]:
@@ -38,7 +29,7 @@ def as_dict(batches) -> dict[tuple[int, int], np.ndarray]:
 def test_pair_sums_over_reducers_equal_the_sums_of_all_cells(reducers):
     """Whatever the number of reducers (and of map tasks), the per-pair sums add up to those of all cells
     summed in one place."""
-    table = random_items(np.random.default_rng(4), 400)
+    table = random_items(np.random.default_rng(4), 400, brands=40)
     direct = as_dict([pair_sums(pa.Table.from_batches(list(cell_batches(iter(table.to_batches()), PLAN)), schema=SCHEMA))])
     tasks = [table.slice(0, 150), table.slice(150, 100), table.slice(250)]  # three map tasks
     blobs = [b for task in tasks for b in cell_blobs(iter(task.to_batches(max_chunksize=40)), PLAN, reducers, chunk_rows=70)]

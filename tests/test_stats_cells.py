@@ -7,18 +7,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from towerssl.stats.cells import WEIGHT, CellPlan, cell_batches
+from celldata import PLAN, random_items
+from towerssl.stats.cells import WEIGHT, cell_batches
 
-PLAN = CellPlan(names=("item", "tags", "brand"), lengths=(1, 3, 1), unique=(True, False, False), weighted=True)
-
-
-def random_table(rng: np.random.Generator, n: int) -> pa.Table:
-    return pa.table({
-        "item": pa.array(np.where(rng.random(n) < 0.2, 2, np.arange(n) + 3), pa.int32()),
-        "tags": pa.array([rng.integers(0, 8, size=3).tolist() for _ in range(n)], pa.list_(pa.int32())),
-        "brand": pa.array(rng.integers(1, 9, size=n), pa.int32()),
-        WEIGHT: pa.array(rng.integers(0, 4, size=n).astype(np.float64)),
-    })
 
 
 def summed(batches) -> pd.DataFrame:
@@ -27,7 +18,7 @@ def summed(batches) -> pd.DataFrame:
 
 
 def test_cells_summed_over_chunks_do_not_depend_on_the_chunk_size():
-    table = random_table(np.random.default_rng(2), 500)
+    table = random_items(np.random.default_rng(2), 500, brands=9)
     whole = summed(cell_batches(iter(table.to_batches(max_chunksize=64)), PLAN, chunk_rows=10_000))
     chunked = summed(cell_batches(iter(table.to_batches(max_chunksize=64)), PLAN, chunk_rows=70))
     pd.testing.assert_index_equal(whole.index, chunked.index)
