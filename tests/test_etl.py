@@ -220,3 +220,18 @@ def test_global_split_with_explicit_cutoffs(spark):
     clicks = spark.createDataFrame([(1, 1, t) for t in range(10)], "user_id long, item_id long, timestamp long")
     split = {r["timestamp"]: r["split"] for r in split_global(clicks, 0.1, 0.1, valid_from=6, test_from=8).collect()}
     assert [split[t] for t in range(10)] == ["train"] * 6 + ["valid"] * 2 + ["test"] * 2
+
+
+@pytest.mark.parametrize("before", ["true", None])
+def test_the_job_runs_with_uncompressed_caches_and_restores_the_session_setting(spark, monkeypatch, before):
+    from towerssl.etl import job
+
+    seen = []
+    monkeypatch.setattr(job, "_run_etl", lambda spark_, config, run_id: seen.append(spark_.conf.get(job.CACHE_COMPRESSION)) or {})
+    if before is None:
+        spark.conf.unset(job.CACHE_COMPRESSION)
+    else:
+        spark.conf.set(job.CACHE_COMPRESSION, before)
+    job.run_etl(spark, EtlConfig(input="unused", lake="unused"))
+    assert seen == ["false"]
+    assert spark.conf.get(job.CACHE_COMPRESSION, None) == before
