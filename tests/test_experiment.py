@@ -85,6 +85,27 @@ def test_verdict_applies_each_condition_of_the_target():
     assert not result["costly"]["overall_within_1pct"] and not result["costly"]["target_met"]
 
 
+def test_a_lake_built_with_other_etl_settings_is_refused(tmp_path):
+    from towerssl.config import config_dict
+    from towerssl.etl.job import EtlConfig
+    from towerssl.experiment.runner import LAKE_MARKER, prepare_lake
+
+    raw = {"datasets": {"d": {"input": str(tmp_path)}}, "variants": VARIANTS, "splits": ["global"], "etl": {"id_min_count": 3}}
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = ExperimentConfig.load(path)
+    (cell,) = config.cells()
+    out = tmp_path / "out"
+    lake = out / "lakes" / cell.slug
+    lake.mkdir(parents=True)
+    built = EtlConfig(input=str(tmp_path), lake=str(lake), split="global")  # id_min_count 1, not 3
+    (lake / LAKE_MARKER).write_text(json.dumps({"etl_config": config_dict(built)}))
+    with pytest.raises(UsageError, match="built with other ETL settings"):
+        prepare_lake(cell, config, out)
+    (lake / LAKE_MARKER).write_text(json.dumps({"etl_config": config_dict(EtlConfig(**{**config_dict(built), "id_min_count": 3}))}))
+    assert prepare_lake(cell, config, out) == lake  # the same settings: the finished lake is reused, no ETL
+
+
 @pytest.mark.slow
 def test_tiny_experiment_runs_reports_and_resumes(synthetic_lake, tmp_path):
     from towerssl.experiment.runner import run_experiment
