@@ -194,9 +194,10 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     users_table = users_table.select("user_idx", "user_id", *user_lengths)
     stages.done("encoded items and users")
 
+    n_items, n_users = items_table.count(), users_table.count()
     clicks_indexed = (  # the id maps are small next to the clicks: broadcast them rather than shuffle the clicks
-        split.join(broadcast_if_small(items_table.select("item_id", "item_idx")), "item_id")
-        .join(broadcast_if_small(users_table.select("user_id", "user_idx")), "user_id")
+        split.join(broadcast_if_small(items_table.select("item_id", "item_idx"), n_items), "item_id")
+        .join(broadcast_if_small(users_table.select("user_id", "user_idx"), n_users), "user_id")
         .select("user_idx", "item_idx", "user_id", "item_id", "timestamp", "split")
     )
     rejects = items.rejects
@@ -207,7 +208,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     # Conservation: every input row is written or rejected, per input.
     reject_counts = {(r["input"], r["reason"]): r["count"] for r in rejects.groupBy("input", "reason").count().collect()}
     split_counts = dict(split.groupBy("split").count().collect())
-    rows_out = {"interactions": sum(split_counts.values()), "items": items_table.count(), "users": users_table.count()}
+    rows_out = {"interactions": sum(split_counts.values()), "items": n_items, "users": n_users}
     for name, count in rows_in.items():
         rejected = sum(n for (source, _), n in reject_counts.items() if source == name)
         if count != rows_out[name] + rejected:

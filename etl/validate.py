@@ -106,9 +106,10 @@ def check_entities(df: DataFrame, input_name: str, key: str, fields: tuple[Field
 BROADCAST_ROWS = 2_000_000  # id sets and duplicate keys up to this size are broadcast: no shuffle of the clicks
 
 
-def broadcast_if_small(df: DataFrame) -> DataFrame:
-    """The frame with a broadcast hint when it is small enough to send to every task."""
-    return F.broadcast(df) if df.count() <= BROADCAST_ROWS else df
+def broadcast_if_small(df: DataFrame, rows: int | None = None) -> DataFrame:
+    """The frame with a broadcast hint when it is small enough to send to every task (rows: its known
+    row count, else counted here)."""
+    return F.broadcast(df) if (df.count() if rows is None else rows) <= BROADCAST_ROWS else df
 
 
 def _later_copies(df: DataFrame, keys: list[str]) -> DataFrame:
