@@ -21,10 +21,12 @@ _ID_PATTERN = r"^\s*[0-9]{1,18}\s*$"  # non-negative and fits in a long
 
 @dataclass(frozen=True)
 class Checked:
-    """Valid rows (typed) and rejected rows (REJECT_COLUMNS) of one input."""
+    """Valid rows (typed) and rejected rows (REJECT_COLUMNS) of one input, and the persisted frames both read
+    (the caller unpersists them when the job is done)."""
 
     valid: DataFrame
     rejects: DataFrame
+    caches: tuple[DataFrame, ...] = ()
 
 
 def _first_failure(checks: list[tuple[Column, str | None, Column | str]]) -> Column:
@@ -72,7 +74,7 @@ def _split(df: DataFrame, failure: Column, input_name: str, keep: list[Column]) 
         F.col(RAW_COL).alias("raw"),
     )
     valid = flagged.where(F.col("_failure").isNull()).select(*keep)
-    return Checked(valid, rejects)
+    return Checked(valid, rejects, (flagged,))
 
 
 def _first_per_key(df: DataFrame, keys: list[str]) -> Column:
@@ -100,7 +102,7 @@ def check_entities(df: DataFrame, input_name: str, key: str, fields: tuple[Field
         input_name,
         [F.col(key)] + [F.col(f"_v_{f.name}").alias(f.name) for f in fields],
     )
-    return Checked(deduped.valid, row_level.rejects.unionByName(deduped.rejects))
+    return Checked(deduped.valid, row_level.rejects.unionByName(deduped.rejects), row_level.caches + deduped.caches)
 
 
 BROADCAST_ROWS = 2_000_000  # id sets and duplicate keys up to this size are broadcast: no shuffle of the clicks
@@ -154,4 +156,4 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
         ]
     )
     final = _split(typed, failure, "interactions", [F.col("user_id"), F.col("item_id"), F.col("timestamp")])
-    return Checked(final.valid, row_level.rejects.unionByName(final.rejects))
+    return Checked(final.valid, row_level.rejects.unionByName(final.rejects), row_level.caches + final.caches)

@@ -169,10 +169,15 @@ def test_rerun_is_idempotent_and_keeps_indices(lake_run):
     spark, config, _, _, _, _ = lake_run
     before = {t: sorted(map(str, table(spark, config, t).drop("run_id").collect())) for t in ("items", "vocab", "train_clicks", "rejects")}
     version = latest_version(spark, table_path(config.lake, "items"))
+    callers = spark.range(5).cache()  # a frame the caller cached in the same session
+    callers.count()
     run_etl(spark, config, run_id="second")
     after = {t: sorted(map(str, table(spark, config, t).drop("run_id").collect())) for t in before}
     assert after == before
     assert latest_version(spark, table_path(config.lake, "items")) == version + 1
+    assert callers.storageLevel.useMemory  # still in the cache manager: the job unpersists its own frames only ...
+    callers.unpersist()
+    assert spark._jsparkSession.sharedState().cacheManager().isEmpty()  # ... and all of them
 
 
 @pytest.mark.parametrize(
