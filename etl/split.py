@@ -29,27 +29,36 @@ def split_global(clicks: DataFrame, valid_fraction: float, test_fraction: float,
     total = summary["n"]
     n_test = int(round(total * test_fraction))
     n_valid = int(round(total * valid_fraction))
-    test_key = _key_from_end(clicks, n_test, summary["lo"], summary["hi"])
-    valid_key = _key_from_end(clicks, n_test + n_valid, summary["lo"], summary["hi"])
+    histograms: dict[tuple[int, int], Histogram] = {}  # both boundaries walk the same histograms
+    test_key = _key_from_end(clicks, n_test, summary["lo"], summary["hi"], histograms)
+    valid_key = _key_from_end(clicks, n_test + n_valid, summary["lo"], summary["hi"], histograms)
     split = F.when(_at_or_after(test_key), "test").when(_at_or_after(valid_key), "valid").otherwise("train")
     return clicks.withColumn("split", split)
 
 
 Key = tuple[int, int, int]  # (timestamp, user_id, item_id)
+Histogram = tuple[int, list[tuple[int, int]]]
 BUCKETS = 4096  # histogram resolution; the bucket holding a boundary is ranked exactly
 EXACT_ROWS = 200_000  # a boundary bucket larger than this is split again (unless it is a single second)
 
 
-def _key_from_end(clicks: DataFrame, k: int, lo: int, hi: int) -> Key | None:
+def _histogram(clicks: DataFrame, lo: int, hi: int) -> Histogram:
+    """(bucket width, [(bucket, clicks)] latest bucket first) of the clicks with lo <= timestamp <= hi."""
+    width = max(1, -(-(hi - lo + 1) // BUCKETS))
+    bucket = F.floor((F.col("timestamp") - lo) / width)
+    within = clicks.where(F.col("timestamp").between(lo, hi))
+    return width, sorted(((b, n) for b, n in within.groupBy(bucket.alias("b")).count().collect()), reverse=True)
+
+
+def _key_from_end(clicks: DataFrame, k: int, lo: int, hi: int, histograms: dict[tuple[int, int], Histogram]) -> Key | None:
     """The key of the k-th click from the end, or None when k is 0 (no click after it)."""
     if k <= 0:
         return None
     after = 0  # clicks in buckets above the current range
     while True:
-        width = max(1, -(-(hi - lo + 1) // BUCKETS))
-        bucket = F.floor((F.col("timestamp") - lo) / width)
-        within = clicks.where(F.col("timestamp").between(lo, hi))
-        counts = sorted(within.groupBy(bucket.alias("b")).count().collect(), reverse=True)
+        if (lo, hi) not in histograms:
+            histograms[(lo, hi)] = _histogram(clicks, lo, hi)
+        width, counts = histograms[(lo, hi)]
         for b, n in counts:
             if after + n >= k:
                 break
