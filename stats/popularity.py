@@ -60,6 +60,7 @@ class Popularity:
     """item_stats as a frame (lazy: it reads `counts` again), with what the histogram already tells."""
 
     table: DataFrame
+    total: int  # T, the training clicks
     buckets: dict[str, int]  # items per bucket (buckets with no item left out), exact: from the histogram
 
 
@@ -119,7 +120,7 @@ def popularity(counts: DataFrame, new_item_floor: float = DEFAULT_NEW_ITEM_FLOOR
         bucket.alias("bucket"),
         decile.cast("int").alias("decile"),
     )
-    return Popularity(table, {b: n for b, n in buckets.items() if n})
+    return Popularity(table, total, {b: n for b, n in buckets.items() if n})
 
 
 def _count_below(offset: int, step: int, n: int, bound: int) -> int:
