@@ -12,8 +12,11 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -23,7 +26,7 @@ from towerssl.errors import UsageError
 from towerssl.etl.layout import RawInputError, read_raw_layout
 from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import STRATEGIES, split_global, split_per_user
-from towerssl.etl.validate import broadcast_if_small, check_entities, check_interactions
+from towerssl.etl.validate import BROADCAST_ROWS, broadcast_if_small, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, long_values, value_counts
 from towerssl.lake import MissingTableError, read_table, write_table
 from towerssl.spark import spark_session
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("raw", "movielens-100k", "movielens-1m", "movielens-latest-small")
 RESERVED = {"item", "user", "item_id", "user_id", "item_idx", "user_idx", "timestamp", "split"}
+T = TypeVar("T")
 TABLES = ("items", "users", "train_clicks", "valid_clicks", "test_clicks", "vocab", "fields", "rejects")
 
 
@@ -111,6 +115,17 @@ def _field_rows(fields: tuple[FieldDef, ...], lengths: dict[str, int | None], vo
     ]
 
 
+def _concurrently(*steps: Callable[[], T]) -> list[T]:
+    """Run independent steps in threads and return their results in order (the first error is raised).
+
+    Many of the job's Spark jobs are small (a few tasks, then a Delta commit on the driver): run side by side,
+    they keep the cores busy while another waits."""
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="etl") as pool:
+        futures = [pool.submit(step) for step in steps]
+        return [future.result() for future in futures]
+
+
+WRITERS = 4  # steps run at once by _concurrently
 CACHE_COMPRESSION = "spark.sql.inMemoryColumnarStorage.compressed"
 
 
@@ -149,17 +164,16 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     stages = _Stages()
 
     items = check_entities(raw.items, "items", "item_id", tuple(item_fields), config.multi_hard_limit)
-    valid_items = _materialized(items.valid)
     users = check_entities(raw.users, "users", "user_id", tuple(user_fields), config.multi_hard_limit) if raw.users is not None else None
-    valid_users = _materialized(users.valid) if users is not None else None
+    valid_items, valid_users = _concurrently(lambda: _materialized(items.valid), lambda: _materialized(users.valid) if users is not None else None)
     stages.done("validated items and users")
-    clicks = check_interactions(raw.interactions, valid_items.select("item_id"), valid_users.select("user_id") if valid_users is not None else None)
-    valid_clicks = clicks.valid
-    if config.split == "global":
-        split = split_global(valid_clicks, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
-    else:
-        split = split_per_user(valid_clicks, config.valid_fraction, config.test_fraction, config.min_user_clicks)
-    split = _materialized(split)
+    # One row per valid event, persisted and hash-partitioned into the clicks tables' files.
+    clicks = check_interactions(raw.interactions, valid_items.select("item_id"), valid_users.select("user_id") if valid_users is not None else None, config.click_files)
+    if config.split == "global":  # a column computed from the persisted clicks: nothing more to materialize
+        split = split_global(clicks.valid, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
+    else:  # a window per user: materialized, in the files' partitioning again
+        split = split_per_user(clicks.valid, config.valid_fraction, config.test_fraction, config.min_user_clicks)
+        split = _materialized(split.repartition(config.click_files, "user_id", "item_id", "timestamp"))
     stages.done(f"validated and split the clicks ({config.split})")
     train = split.where(F.col("split") == "train")
     if train.limit(1).count() == 0:
@@ -188,18 +202,22 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
 
     item_lengths = {"item": None} | {f.name: lengths[f.name] for f in item_fields}
     user_lengths = {"user": None} | {f.name: lengths[f.name] for f in user_fields}
-    items_table = _materialized(with_index(encode(valid_items, "item_id", with_id(item_values, "item_id", "item"), vocab, item_lengths), "item_id", "item_idx"))
-    users_table = _materialized(with_index(encode(valid_users, "user_id", with_id(user_values, "user_id", "user"), vocab, user_lengths), "user_id", "user_idx"))
+    items_table, users_table = _concurrently(
+        lambda: _materialized(with_index(encode(valid_items, "item_id", with_id(item_values, "item_id", "item"), vocab, item_lengths), "item_id", "item_idx")),
+        lambda: _materialized(with_index(encode(valid_users, "user_id", with_id(user_values, "user_id", "user"), vocab, user_lengths), "user_id", "user_idx")),
+    )
     items_table = items_table.select("item_idx", "item_id", *item_lengths)
     users_table = users_table.select("user_idx", "user_id", *user_lengths)
     stages.done("encoded items and users")
 
     n_items, n_users = items_table.count(), users_table.count()
-    clicks_indexed = (  # the id maps are small next to the clicks: broadcast them rather than shuffle the clicks
+    clicks_indexed = (  # the id maps are small next to the clicks: broadcast, they keep the clicks' partitions
         split.join(broadcast_if_small(items_table.select("item_id", "item_idx"), n_items), "item_id")
         .join(broadcast_if_small(users_table.select("user_id", "user_idx"), n_users), "user_id")
         .select("user_idx", "item_idx", "user_id", "item_id", "timestamp", "split")
     )
+    if max(n_items, n_users) > BROADCAST_ROWS:  # shuffled joins: back to click_files partitions
+        clicks_indexed = clicks_indexed.repartition(config.click_files, "user_idx", "item_idx", "timestamp")
     rejects = items.rejects
     if users is not None:
         rejects = rejects.unionByName(users.rejects)
@@ -223,12 +241,11 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         "vocab": vocab,
         "items": items_table,
         "users": users_table,
-        **{f"{s}_clicks": clicks_indexed.where(F.col("split") == s).drop("split").repartition(config.click_files, "user_idx", "item_idx", "timestamp") for s in ("train", "valid", "test")},
+        **{f"{s}_clicks": clicks_indexed.where(F.col("split") == s).drop("split") for s in ("train", "valid", "test")},
         "fields": spark.createDataFrame(field_rows, "field string, owner string, multi boolean, length int, cardinality int, position int"),
         "rejects": rejects,
     }
-    for table, df in outputs.items():
-        write_table(df, config.lake, table, run_id, config_record)
+    _concurrently(*[partial(write_table, df, config.lake, table, run_id, config_record) for table, df in outputs.items()])
     stages.done(f"wrote {len(outputs)} tables")
     clicked_items = counts.where((F.col("field") == "item") & (F.col("count") > 0)).count()  # ids counted on train_clicks
     new_items = rows_out["items"] - clicked_items

@@ -77,7 +77,7 @@ def _split(df: DataFrame, failure: Column, input_name: str, keep: list[Column]) 
     return Checked(valid, rejects, (flagged,))
 
 
-def _first_per_key(df: DataFrame, keys: list[str]) -> Column:
+def _later_copy(keys: list[str]) -> Column:
     """True for every row after the first of its key (deterministic order: source file, then raw text)."""
     order = Window.partitionBy(*keys).orderBy(SOURCE_COL, RAW_COL)
     return F.row_number().over(order) > 1
@@ -98,7 +98,7 @@ def check_entities(df: DataFrame, input_name: str, key: str, fields: tuple[Field
     typed = row_level.valid.withColumn(key, F.trim(key).cast("long"))
     deduped = _split(
         typed,
-        F.when(_first_per_key(typed, [key]), F.struct(F.lit(key).alias("field"), F.lit(f"duplicate {key}").alias("reason"))),
+        F.when(_later_copy([key]), F.struct(F.lit(key).alias("field"), F.lit(f"duplicate {key}").alias("reason"))),
         input_name,
         [F.col(key)] + [F.col(f"_v_{f.name}").alias(f.name) for f in fields],
     )
@@ -114,46 +114,81 @@ def broadcast_if_small(df: DataFrame, rows: int | None = None) -> DataFrame:
     return F.broadcast(df) if (df.count() if rows is None else rows) <= BROADCAST_ROWS else df
 
 
-def _later_copies(df: DataFrame, keys: list[str]) -> DataFrame:
-    """Adds `_later_copy`: true for every row after the first of its key (order: source file, then raw text).
-
-    Duplicates are rare, so the keys that repeat are found first (a shuffle of the key columns alone, partially
-    aggregated), and only their rows are ranked; the raw text of the other rows is never shuffled."""
-    repeated = df.groupBy(*keys).count().where(F.col("count") > 1).select(*keys, F.lit(True).alias("_repeated"))
-    if repeated.count() > BROADCAST_ROWS:  # many duplicates: rank every row
-        return df.withColumn("_later_copy", _first_per_key(df, keys))
-    marked = df.join(F.broadcast(repeated), keys, "left")
-    ranked = marked.where(F.col("_repeated")).withColumn("_later_copy", _first_per_key(marked, keys))
-    single = marked.where(F.col("_repeated").isNull()).withColumn("_later_copy", F.lit(False))
-    return ranked.unionByName(single).drop("_repeated")
+KEYS = ["user_id", "item_id", "timestamp"]  # an event; a second row with the same key is a duplicate
 
 
-def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None) -> Checked:
-    """Clicks: valid ids and timestamp, a known item (and user, when users are given), no duplicate event."""
-    checks = _record_checks(df) + _id_checks("user_id") + _id_checks("item_id")
-    ts = F.col("timestamp")
-    checks += [
-        (ts.isNull() | (F.trim(ts) == ""), "timestamp", "missing timestamp"),
-        (~ts.rlike(r"^\s*[0-9]{1,12}\s*$"), "timestamp", "timestamp is not unix seconds"),
-    ]
-    row_level = _split(df, _first_failure(checks), "interactions", [F.col("*")])
-    typed = row_level.valid.select(
-        *[F.trim(c).cast("long").alias(c) for c in ("user_id", "item_id", "timestamp")], SOURCE_COL, RAW_COL
+def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None, partitions: int) -> Checked:
+    """Clicks: valid ids and timestamp, a known item (and user, when users are given), no duplicate event.
+
+    valid holds one row per distinct event key, hash-partitioned by the key into `partitions` partitions
+    (the clicks tables' data files) and persisted. One scan of the input and one shuffle make it: every row
+    is checked, and the shuffle groups the valid rows by key (copies counted) and carries the failing rows
+    with their raw text; valid rows never carry theirs. The raw lines of duplicate events, which rarely
+    exist, come from a second scan restricted to the repeated keys: the first copy of a key in (source file,
+    raw text) order is kept, the later ones are rejected."""
+    row_failure = _first_failure(_click_row_checks(df))
+    typed = df.select(
+        *[F.when(row_failure.isNull(), F.trim(c).cast("long")).alias(c) for c in KEYS], row_failure.alias("_row_failure"), SOURCE_COL, RAW_COL
     )
     typed = typed.join(broadcast_if_small(item_ids.select("item_id", F.lit(True).alias("_known_item"))), "item_id", "left")
     if user_ids is not None:
         typed = typed.join(broadcast_if_small(user_ids.select("user_id", F.lit(True).alias("_known_user"))), "user_id", "left")
     else:
         typed = typed.withColumn("_known_user", F.lit(True))
-    known = typed.where(F.col("_known_item") & F.col("_known_user"))
-    unknown = typed.where(F.col("_known_item").isNull() | F.col("_known_user").isNull()).withColumn("_later_copy", F.lit(False))
-    typed = _later_copies(known, ["user_id", "item_id", "timestamp"]).unionByName(unknown)
-    failure = _first_failure(
-        [
-            (F.col("_known_item").isNull(), "item_id", "unknown item_id (not a valid row of the items input)"),
-            (F.col("_known_user").isNull(), "user_id", "unknown user_id (not a valid row of the users input)"),
-            (F.col("_later_copy"), None, "duplicate event"),
-        ]
+    failure = F.coalesce(F.col("_row_failure"), _first_failure([
+        (F.col("_known_item").isNull(), "item_id", "unknown item_id (not a valid row of the items input)"),
+        (F.col("_known_user").isNull(), "user_id", "unknown user_id (not a valid row of the users input)"),
+    ]))
+    failing = F.col("_failure").isNotNull()
+    compact = typed.select(
+        *[F.when(failure.isNull(), F.col(c)).alias(c) for c in KEYS], failure.alias("_failure"), SOURCE_COL, RAW_COL
+    ).select(*KEYS, "_failure", *[F.when(failing, F.col(c)).alias(c) for c in (SOURCE_COL, RAW_COL)])
+    # Grouped by key, the failing rows by their text too: identical lines in one file become one group, its copies counted.
+    grouped = compact.repartition(partitions, *KEYS).groupBy(*KEYS, "_failure", SOURCE_COL, RAW_COL).agg(F.count(F.lit(1)).alias("_copies"))
+    grouped = grouped.persist(StorageLevel.MEMORY_AND_DISK)
+    valid = grouped.where(~failing).select(*KEYS)
+    rejects = grouped.where(failing).select(
+        F.lit("interactions").alias("input"),
+        F.col(SOURCE_COL).alias("source"),
+        F.col("_failure.field").alias("field"),
+        F.col("_failure.reason").alias("reason"),
+        F.col(RAW_COL).alias("raw"),
+        F.explode(F.array_repeat(F.lit(0), F.col("_copies").cast("int"))).alias("_copy"),
+    ).drop("_copy")
+    repeated = grouped.where(~failing & (F.col("_copies") > 1)).select(*KEYS)
+    n_repeated = repeated.count()  # fills the cache
+    if n_repeated:
+        rejects = rejects.unionByName(_duplicate_events(df, row_failure, repeated, n_repeated))
+    return Checked(valid, rejects, (grouped,))
+
+
+def _click_row_checks(df: DataFrame) -> list[tuple[Column, str | None, str]]:
+    ts = F.col("timestamp")
+    return _record_checks(df) + _id_checks("user_id") + _id_checks("item_id") + [
+        (ts.isNull() | (F.trim(ts) == ""), "timestamp", "missing timestamp"),
+        (~ts.rlike(r"^\s*[0-9]{1,12}\s*$"), "timestamp", "timestamp is not unix seconds"),
+    ]
+
+
+def _duplicate_events(df: DataFrame, row_failure: Column, repeated: DataFrame, n_repeated: int) -> DataFrame:
+    """The later copies of the `repeated` keys, with their raw lines, from a second scan of the input.
+
+    Their rows passed every check in the first scan (the ids of a repeated key are known) and the checks
+    are deterministic, so this scan finds exactly the copies counted there."""
+    parsed = df.select(*[F.trim(c).cast("long").alias(f"_{c}") for c in KEYS], *df.columns)
+    matched = parsed.join(broadcast_if_small(repeated.select(*[F.col(c).alias(f"_{c}") for c in KEYS]), n_repeated), [f"_{c}" for c in KEYS], "left_semi")
+    # Materialized before the checks: Spark would push them below the join and run them on every row again.
+    copies = (
+        matched.localCheckpoint()
+        .where(row_failure.isNull())
+        .select(*[F.col(f"_{c}").alias(c) for c in KEYS], SOURCE_COL, RAW_COL)
+        .withColumn("_later", _later_copy(KEYS))
+        .where("_later")
     )
-    final = _split(typed, failure, "interactions", [F.col("user_id"), F.col("item_id"), F.col("timestamp")])
-    return Checked(final.valid, row_level.rejects.unionByName(final.rejects), row_level.caches + final.caches)
+    return copies.select(
+        F.lit("interactions").alias("input"),
+        F.col(SOURCE_COL).alias("source"),
+        F.lit(None).cast("string").alias("field"),
+        F.lit("duplicate event").alias("reason"),
+        F.col(RAW_COL).alias("raw"),
+    )

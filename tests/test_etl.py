@@ -240,3 +240,28 @@ def test_the_job_runs_with_uncompressed_caches_and_restores_the_session_setting(
     job.run_etl(spark, EtlConfig(input="unused", lake="unused"))
     assert seen == ["false"]
     assert spark.conf.get(job.CACHE_COMPRESSION, None) == before
+
+
+def test_duplicate_events_keep_the_first_copy_by_file_then_text(spark, tmp_path):
+    """Copies of an event across files and within one file, a look-alike row that fails a check, and a
+    repeated bad line: one copy kept per event, every other row rejected once with its own raw line."""
+    from rawdata import write_csv
+    from towerssl.etl.layout import read_raw_layout
+    from towerssl.etl.validate import check_interactions
+
+    raw_dir = write_raw(tmp_path / "raw", [[1, 100, 10], [1, 100, 10], [2, 100, 11], ["x", 100, 12], ["x", 100, 12]], [[100, "a", "b"]], [[1, "F"]])
+    write_csv(raw_dir / "interactions" / "part-1.csv", ["user_id", "item_id", "timestamp"], [[" 1", 100, 10], [3, 100, 13], ["+2", 100, 11]])
+    raw = read_raw_layout(spark, raw_dir)
+    checked = check_interactions(raw.interactions, spark.createDataFrame([(100,)], "item_id long"), None, partitions=3)
+    assert sorted(tuple(r) for r in checked.valid.collect()) == [(1, 100, 10), (2, 100, 11), (3, 100, 13)]
+    assert checked.valid.rdd.getNumPartitions() == 3
+    rejects = sorted((r["reason"], r["raw"], r["source"].rsplit("/", 1)[-1]) for r in checked.rejects.collect())
+    assert rejects == [
+        ("duplicate event", " 1,100,10", "part-1.csv"),  # part-0.csv sorts first: its copies are kept...
+        ("duplicate event", "1,100,10", "part-0.csv"),  # ...one of them: the other identical line is rejected
+        ("user_id is not a non-negative integer", "+2,100,11", "part-1.csv"),  # parses as 2, but fails its check
+        ("user_id is not a non-negative integer", "x,100,12", "part-0.csv"),
+        ("user_id is not a non-negative integer", "x,100,12", "part-0.csv"),  # a repeated bad line: both rejected
+    ]
+    for frame in checked.caches:
+        frame.unpersist()
