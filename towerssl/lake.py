@@ -20,18 +20,24 @@ def table_path(lake: str | Path, table: str) -> str:
     return str(Path(lake) / table) if "://" not in str(lake) else f"{str(lake).rstrip('/')}/{table}"
 
 
-def latest_version(spark: SparkSession, path: str) -> int:
+def _check_exists(spark: SparkSession, path: str) -> None:
     from delta.tables import DeltaTable
 
     if not DeltaTable.isDeltaTable(spark, path):
         raise MissingTableError(f"no Delta table at {path}")
+
+
+def latest_version(spark: SparkSession, path: str) -> int:
+    _check_exists(spark, path)
+    from delta.tables import DeltaTable
+
     return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
 
 
 def read_table(spark: SparkSession, lake: str | Path, table: str, version: int | None = None) -> DataFrame:
     path = table_path(lake, table)
     if version is None:
-        latest_version(spark, path)  # raises a clear error when the table is missing
+        _check_exists(spark, path)  # a clear error when the table is missing (reading the history would cost a Spark job)
         return spark.read.format("delta").load(path)
     return spark.read.format("delta").option("versionAsOf", version).load(path)
 
