@@ -120,12 +120,12 @@ def _concurrently(*steps: Callable[[], T]) -> list[T]:
 
     Many of the job's Spark jobs are small (a few tasks, then a Delta commit on the driver): run side by side,
     they keep the cores busy while another waits."""
-    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="etl") as pool:
+    with ThreadPoolExecutor(max_workers=STEPS_AT_ONCE, thread_name_prefix="etl") as pool:
         futures = [pool.submit(step) for step in steps]
         return [future.result() for future in futures]
 
 
-WRITERS = 4  # steps run at once by _concurrently
+STEPS_AT_ONCE = 4  # Spark actions _concurrently runs side by side
 CACHE_COMPRESSION = "spark.sql.inMemoryColumnarStorage.compressed"
 
 

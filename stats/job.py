@@ -6,7 +6,7 @@ import argparse
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,9 @@ def heatmap_path(lake: str | Path, config: StatsConfig) -> Path | None:
 def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id: str | None = None) -> dict[str, Any]:
     """Write item_stats and feature_mi (one Delta commit each) and the heatmap; return a summary.
 
-    The MI job runs in a second thread beside popularity (Spark interleaves their tasks on the cores);
-    feature_mi is written only after item_stats, so a failed popularity check writes neither table.
-    popularity_seconds and mi_seconds therefore overlap."""
+    The MI job runs in a second thread beside popularity (Spark interleaves their tasks on the cores) and
+    writes feature_mi there, once the popularity check has passed, while item_stats is being written: a
+    failed check writes neither table. popularity_seconds and mi_seconds therefore overlap."""
     run_id = run_id or uuid.uuid4().hex[:12]
     record = {"lake": str(lake), **config_dict(config)}
     started = time.time()
@@ -66,6 +66,7 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
     clicks = click_counts(items, train_clicks).persist(StorageLevel.MEMORY_AND_DISK)
     mi_group = f"towerssl-stats-mi-{run_id}-{uuid.uuid4().hex[:6]}"
     timing: dict[str, float] = {}
+    checked: Future[None] = Future()  # the popularity check: feature_mi is written only once it has passed
 
     def mi_part():  # in a second thread: its Spark jobs share the cores with popularity's
         spark.sparkContext.setJobGroup(mi_group, "feature_mi", interruptOnCancel=True)
@@ -73,12 +74,19 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
         mi_items = items.join(clicks.where("listed").select("item_idx", "clicks"), "item_idx") if weighted else items
         result = compute_feature_mi(mi_items, fields, weight="clicks" if weighted else None)
         timing["mi"] = time.time() - mi_started
+        checked.result()  # raises if the check failed: nothing is written
+        write_table(result.frame(spark), lake, "feature_mi", run_id, record)  # beside item_stats' write
         return result
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats-mi") as pool:
         mi_future = None if weighted else pool.submit(mi_part)
         try:
-            stats = popularity(clicks, config.new_item_floor)  # the histogram action (and the check): the bucket sizes come with it
+            try:
+                stats = popularity(clicks, config.new_item_floor)  # the histogram action (and the check): the bucket sizes come with it
+            except BaseException as error:
+                checked.set_exception(error)
+                raise
+            checked.set_result(None)
             if weighted:  # its items join the cached click counts, filled by now
                 mi_future = pool.submit(mi_part)
             write_table(stats.table, lake, "item_stats", run_id, record)
@@ -95,22 +103,20 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
             if mi_future is not None:
                 wait([mi_future])
             clicks.unpersist()
-        written = pool.submit(write_table, result.frame(spark), lake, "feature_mi", run_id, record)
-        mi_s = timing["mi"]
-        log.info("feature_mi: %d field pairs over %d items in %.1f s (%.0f items/s), weighting %s",
-                 len(fields) * (len(fields) - 1) // 2, n_items, mi_s, n_items / max(mi_s, 1e-9), config.mi_weighting)
+    mi_s = timing["mi"]
+    log.info("feature_mi: %d field pairs over %d items in %.1f s (%.0f items/s), weighting %s",
+             len(fields) * (len(fields) - 1) // 2, n_items, mi_s, n_items / max(mi_s, 1e-9), config.mi_weighting)
 
-        names, mi, nmi = list(result.names), result.mi, result.nmi
-        for a, name in enumerate(names):
-            partners = sorted((b for b in range(len(names)) if b != a), key=lambda b: -nmi[a, b])[:3]
-            log.info("H(%s) = %.3f nats; top nmi partners: %s", name, mi[a, a], ", ".join(f"{names[b]} {nmi[a, b]:.3f}" for b in partners))
-        png = heatmap_path(lake, config)  # drawn while feature_mi is being written
-        if png is None:
-            log.warning("lake %s is not a local directory: no heatmap written (set report_dir)", lake)
-        else:
-            plot_mi_heatmap(mi, nmi, names, png)
-            log.info("heatmap: %s", png)
-        written.result()
+    names, mi, nmi = list(result.names), result.mi, result.nmi
+    for a, name in enumerate(names):
+        partners = sorted((b for b in range(len(names)) if b != a), key=lambda b: -nmi[a, b])[:3]
+        log.info("H(%s) = %.3f nats; top nmi partners: %s", name, mi[a, a], ", ".join(f"{names[b]} {nmi[a, b]:.3f}" for b in partners))
+    png = heatmap_path(lake, config)
+    if png is None:
+        log.warning("lake %s is not a local directory: no heatmap written (set report_dir)", lake)
+    else:
+        plot_mi_heatmap(mi, nmi, names, png)
+        log.info("heatmap: %s", png)
     return {
         "run_id": run_id, "items": n_items, "buckets": buckets, "fields": names,
         "popularity_seconds": round(popularity_s, 1), "mi_seconds": round(mi_s, 1), "heatmap": str(png) if png else None,
