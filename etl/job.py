@@ -12,10 +12,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -26,8 +25,8 @@ from towerssl.errors import UsageError
 from towerssl.etl.layout import RawInputError, read_raw_layout
 from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import STRATEGIES, split_global, split_per_user
-from towerssl.etl.validate import BROADCAST_ROWS, broadcast_if_small, check_entities, check_interactions
-from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, long_values, value_counts
+from towerssl.etl.validate import BROADCAST_ROWS, Checked, broadcast_if_small, check_entities, check_interactions
+from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
 from towerssl.lake import MissingTableError, read_table, write_table
 from towerssl.spark import spark_session
 
@@ -104,6 +103,14 @@ def _materialized(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
+def _fields_of(vocab: DataFrame | None, fields: Iterable[str], keep: bool) -> DataFrame | None:
+    """The rows of `vocab` whose field is (keep) or is not (not keep) one of `fields`."""
+    if vocab is None:
+        return None
+    listed = F.col("field").isin(*fields)
+    return vocab.where(listed if keep else ~listed)
+
+
 def _field_rows(fields: tuple[FieldDef, ...], lengths: dict[str, int | None], vocab: DataFrame) -> list[dict[str, Any]]:
     top = dict(vocab.groupBy("field").agg(F.max("index")).collect())
     ordered = [("item", "item")] + [(f.name, f.owner) for f in fields if f.owner == "item"]
@@ -166,64 +173,63 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     items = check_entities(raw.items, "items", "item_id", tuple(item_fields), config.multi_hard_limit)
     users = check_entities(raw.users, "users", "user_id", tuple(user_fields), config.multi_hard_limit) if raw.users is not None else None
     valid_items, valid_users = _concurrently(lambda: _materialized(items.valid), lambda: _materialized(users.valid) if users is not None else None)
-    stages.done("validated items and users")
-    # One row per valid event, persisted and hash-partitioned into the clicks tables' files.
-    clicks = check_interactions(raw.interactions, valid_items.select("item_id"), valid_users.select("user_id") if valid_users is not None else None, config.click_files)
-    if config.split == "global":  # a column computed from the persisted clicks: nothing more to materialize
-        split = split_global(clicks.valid, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
-    else:  # a window per user: materialized, in the files' partitioning again
-        split = split_per_user(clicks.valid, config.valid_fraction, config.test_fraction, config.min_user_clicks)
-        split = _materialized(split.repartition(config.click_files, "user_id", "item_id", "timestamp"))
-    stages.done(f"validated and split the clicks ({config.split})")
-    train = split.where(F.col("split") == "train")
-    if train.limit(1).count() == 0:
-        raise RawInputError(f"{config.input}: no valid click falls in the training window")
-    if valid_users is None:  # no user features: users are the valid clickers, with only the id field
-        valid_users = _materialized(split.select("user_id").distinct())
-
-    # Vocabularies: feature values count entities, ids count training clicks; earlier indices are kept.
-    item_values = long_values(valid_items, "item_id", [f.name for f in item_fields])
-    user_values = long_values(valid_users, "user_id", [f.name for f in user_fields])
-    counts = _materialized(value_counts(item_values.select("field", "value").unionByName(user_values.select("field", "value")), train, list(ID_FIELDS)))
     try:
         previous = _materialized(read_table(spark, config.lake, "vocab"))
     except MissingTableError:
         previous = None
-    vocab = _materialized(build_vocab(counts, previous, config.min_count, config.id_min_count))
-    stages.done("vocabularies")
+    stages.done("validated items and users")
 
-    def with_id(values: DataFrame, key: str, field: str) -> DataFrame:
-        entities = valid_items if key == "item_id" else valid_users
-        ids = entities.select(key, F.lit(field).alias("field"), F.lit(0).alias("pos"), F.col(key).cast("string").alias("value"))
-        return values.unionByName(ids)
+    def clicks_part() -> tuple[Checked, DataFrame]:
+        """The clicks, validated (one row per event, persisted, in the clicks tables' partitions) and split."""
+        clicks_started = time.time()
+        clicks = check_interactions(raw.interactions, valid_items.select("item_id"), valid_users.select("user_id") if valid_users is not None else None, config.click_files)
+        if config.split == "global":  # a column computed from the persisted clicks: nothing more to materialize
+            split = split_global(clicks.valid, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
+        else:  # a window per user: materialized, in the files' partitioning again
+            split = split_per_user(clicks.valid, config.valid_fraction, config.test_fraction, config.min_user_clicks)
+            split = _materialized(split.repartition(config.click_files, "user_id", "item_id", "timestamp"))
+        if split.where(F.col("split") == "train").limit(1).count() == 0:
+            raise RawInputError(f"{config.input}: no valid click falls in the training window")
+        log.info("validated and split the clicks (%s) in %.1f s", config.split, time.time() - clicks_started)
+        return clicks, split
 
-    def with_index(encoded: DataFrame, key: str, index: str) -> DataFrame:
-        return encoded.withColumn(index, (F.row_number().over(Window.orderBy(key)) - 1).cast("int"))
+    # Vocabularies: feature values count entities, ids count training clicks; earlier indices are kept. The
+    # features need no click: their vocabularies and encoding are made while the clicks are validated.
+    def features(entities: DataFrame, key: str, fields: list[FieldDef]) -> DataFrame:
+        return long_values(entities, key, [f.name for f in fields])
 
-    item_lengths = {"item": None} | {f.name: lengths[f.name] for f in item_fields}
-    user_lengths = {"user": None} | {f.name: lengths[f.name] for f in user_fields}
-    items_table, users_table = _concurrently(
-        lambda: _materialized(with_index(encode(valid_items, "item_id", with_id(item_values, "item_id", "item"), vocab, item_lengths), "item_id", "item_idx")),
-        lambda: _materialized(with_index(encode(valid_users, "user_id", with_id(user_values, "user_id", "user"), vocab, user_lengths), "user_id", "user_idx")),
-    )
-    items_table = items_table.select("item_idx", "item_id", *item_lengths)
-    users_table = users_table.select("user_idx", "user_id", *user_lengths)
-    stages.done("encoded items and users")
+    def encoded(entities: DataFrame, key: str, fields: list[FieldDef], index: str) -> DataFrame:
+        """The entities' feature columns and their dense index (by id): everything but the id field."""
+        table = encode(entities, key, features(entities, key, fields), feature_vocab, {f.name: lengths[f.name] for f in fields})
+        return _materialized(table.withColumn(index, (F.row_number().over(Window.orderBy(key)) - 1).cast("int")))
 
-    n_items, n_users = items_table.count(), users_table.count()
-    clicks_indexed = (  # the id maps are small next to the clicks: broadcast, they keep the clicks' partitions
-        split.join(broadcast_if_small(items_table.select("item_id", "item_idx"), n_items), "item_id")
-        .join(broadcast_if_small(users_table.select("user_id", "user_idx"), n_users), "user_id")
-        .select("user_idx", "item_idx", "user_id", "item_id", "timestamp", "split")
-    )
-    if max(n_items, n_users) > BROADCAST_ROWS:  # shuffled joins: back to click_files partitions
-        clicks_indexed = clicks_indexed.repartition(config.click_files, "user_idx", "item_idx", "timestamp")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-clicks") as pool:
+        clicks_future = pool.submit(clicks_part)
+        try:
+            values = features(valid_items, "item_id", item_fields).select("field", "value")
+            if valid_users is not None:
+                values = values.unionByName(features(valid_users, "user_id", user_fields).select("field", "value"))
+            counts = _materialized(feature_counts(values))
+            feature_vocab = _materialized(build_vocab(counts, _fields_of(previous, ID_FIELDS, keep=False), config.min_count, config.id_min_count))
+            items_encoded, users_encoded = _concurrently(
+                lambda: encoded(valid_items, "item_id", item_fields, "item_idx"),
+                lambda: encoded(valid_users, "user_id", user_fields, "user_idx") if valid_users is not None else None,
+            )
+            stages.done("feature vocabularies and encoding")
+        finally:
+            clicks, split = clicks_future.result()  # its error wins: it names the bad input
+    stages.done("clicks validated and split (beside the features)")
+    if users_encoded is None:  # no users input: users are the valid clickers, with only the id field
+        valid_users = _materialized(split.select("user_id").distinct())
+        users_encoded = encoded(valid_users, "user_id", [], "user_idx")
+
     rejects = items.rejects
     if users is not None:
         rejects = rejects.unionByName(users.rejects)
     rejects = _materialized(rejects.unionByName(clicks.rejects).withColumn("run_id", F.lit(run_id)))
 
     # Conservation: every input row is written or rejected, per input.
+    n_items, n_users = items_encoded.count(), users_encoded.count()
     reject_counts = {(r["input"], r["reason"]): r["count"] for r in rejects.groupBy("input", "reason").count().collect()}
     split_counts = dict(split.groupBy("split").count().collect())
     rows_out = {"interactions": sum(split_counts.values()), "items": n_items, "users": n_users}
@@ -236,18 +242,38 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     stages.done("rejects and row counts")
 
     config_record = config_dict(config)
-    field_rows = _field_rows(raw.fields, lengths, vocab)
-    outputs = {
-        "vocab": vocab,
-        "items": items_table,
-        "users": users_table,
-        **{f"{s}_clicks": clicks_indexed.where(F.col("split") == s).drop("split") for s in ("train", "valid", "test")},
-        "fields": spark.createDataFrame(field_rows, "field string, owner string, multi boolean, length int, cardinality int, position int"),
-        "rejects": rejects,
-    }
-    _concurrently(*[partial(write_table, df, config.lake, table, run_id, config_record) for table, df in outputs.items()])
-    stages.done(f"wrote {len(outputs)} tables")
-    clicked_items = counts.where((F.col("field") == "item") & (F.col("count") > 0)).count()  # ids counted on train_clicks
+    clicks_indexed = (  # the id maps are small next to the clicks: broadcast, they keep the clicks' partitions
+        split.join(broadcast_if_small(items_encoded.select("item_id", "item_idx"), n_items), "item_id")
+        .join(broadcast_if_small(users_encoded.select("user_id", "user_idx"), n_users), "user_id")
+        .select("user_idx", "item_idx", "user_id", "item_id", "timestamp", "split")
+    )
+    if max(n_items, n_users) > BROADCAST_ROWS:  # shuffled joins: back to click_files partitions
+        clicks_indexed = clicks_indexed.repartition(config.click_files, "user_idx", "item_idx", "timestamp")
+    with ThreadPoolExecutor(max_workers=STEPS_AT_ONCE, thread_name_prefix="etl-write") as writers:
+        # The clicks tables and rejects are final: written while the id vocabularies are made from train_clicks.
+        written = [writers.submit(write_table, df, config.lake, table, run_id, config_record) for table, df in {
+            **{f"{s}_clicks": clicks_indexed.where(F.col("split") == s).drop("split") for s in ("train", "valid", "test")},
+            "rejects": rejects,
+        }.items()]
+        ids = _materialized(id_counts(split.where(F.col("split") == "train"), list(ID_FIELDS)))
+        id_vocab = _materialized(build_vocab(ids, _fields_of(previous, ID_FIELDS, keep=True), config.min_count, config.id_min_count))
+        vocab = feature_vocab.unionByName(id_vocab)
+        item_lengths = {"item": None} | {f.name: lengths[f.name] for f in item_fields}
+        user_lengths = {"user": None} | {f.name: lengths[f.name] for f in user_fields}
+        items_table = with_id_index(items_encoded, "item_id", "item", id_vocab).select("item_idx", "item_id", *item_lengths)
+        users_table = with_id_index(users_encoded, "user_id", "user", id_vocab).select("user_idx", "user_id", *user_lengths)
+        field_rows = _field_rows(raw.fields, lengths, vocab)
+        outputs = {
+            "vocab": vocab,
+            "items": items_table,
+            "users": users_table,
+            "fields": spark.createDataFrame(field_rows, "field string, owner string, multi boolean, length int, cardinality int, position int"),
+        }
+        written += [writers.submit(write_table, df, config.lake, table, run_id, config_record) for table, df in outputs.items()]
+        for future in written:
+            future.result()
+    stages.done(f"id vocabularies and {len(written)} tables written")
+    clicked_items = ids.where((F.col("field") == "item") & (F.col("count") > 0)).count()  # ids counted on train_clicks
     new_items = rows_out["items"] - clicked_items
     summary = {
         "run_id": run_id,

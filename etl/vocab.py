@@ -7,8 +7,12 @@ values are appended after them, so a model's embeddings stay aligned with re-enc
 
 from __future__ import annotations
 
+from functools import reduce
+
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+
+from towerssl.etl.validate import broadcast_if_small
 
 PAD, DEFAULT, UNKNOWN = 0, 1, 2
 FIRST_VALUE = 3
@@ -28,13 +32,19 @@ def long_values(entities: DataFrame, key: str, fields: list[str]) -> DataFrame:
     )
 
 
-def value_counts(values: DataFrame, train_clicks: DataFrame, id_fields: list[str]) -> DataFrame:
-    """Feature values count entities carrying them; id values count training clicks."""
-    counts = values.groupBy("field", "value").agg(F.count(F.lit(1)).alias("count"))
-    for field in id_fields:
-        ids = train_clicks.groupBy(ID_FIELDS[field]).agg(F.count(F.lit(1)).alias("count"))
-        counts = counts.unionByName(ids.select(F.lit(field).alias("field"), F.col(ID_FIELDS[field]).cast("string").alias("value"), "count"))
-    return counts
+def feature_counts(values: DataFrame) -> DataFrame:
+    """(field, value, count): feature values count the entities carrying them."""
+    return values.groupBy("field", "value").agg(F.count(F.lit(1)).alias("count"))
+
+
+def id_counts(train_clicks: DataFrame, id_fields: list[str]) -> DataFrame:
+    """(field, value, count): id values count training clicks."""
+    counts = [
+        train_clicks.groupBy(ID_FIELDS[field]).agg(F.count(F.lit(1)).alias("count"))
+        .select(F.lit(field).alias("field"), F.col(ID_FIELDS[field]).cast("string").alias("value"), "count")
+        for field in id_fields
+    ]
+    return reduce(DataFrame.unionByName, counts)
 
 
 def build_vocab(counts: DataFrame, previous: DataFrame | None, min_count: int, id_min_count: int) -> DataFrame:
@@ -63,6 +73,8 @@ def encode(entities: DataFrame, key: str, values: DataFrame, vocab: DataFrame, l
 
     A field without any value gets DEFAULT; a value not in the vocabulary gets UNKNOWN.
     """
+    if not lengths:
+        return entities.select(key)
     indexed = values.join(vocab.select("field", "value", "index"), ["field", "value"], "left").withColumn(
         "index", F.coalesce("index", F.lit(UNKNOWN))
     )
@@ -82,3 +94,10 @@ def encode(entities: DataFrame, key: str, values: DataFrame, vocab: DataFrame, l
         return F.slice(F.concat(indices, F.array_repeat(F.lit(PAD), length)), 1, length).cast("array<int>").alias(field)
 
     return wide.select(key, *[column(f, n) for f, n in lengths.items()])
+
+
+def with_id_index(encoded: DataFrame, key: str, field: str, vocab: DataFrame) -> DataFrame:
+    """Adds the id field's column: the id's index in `vocab`, UNKNOWN when it has none (the entity had too
+    few training clicks). The id vocabulary has one row per id at most: broadcast unless it is large."""
+    ids = vocab.where(F.col("field") == field).select(F.col("value").cast("long").alias(key), F.col("index").alias(field))
+    return encoded.join(broadcast_if_small(ids), key, "left").withColumn(field, F.coalesce(field, F.lit(UNKNOWN)).cast("int"))
