@@ -127,8 +127,11 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     exist, come from a second scan restricted to the repeated keys: the first copy of a key in (source file,
     raw text) order is kept, the later ones are rejected."""
     row_failure = _first_failure(_click_row_checks(df))
-    typed = df.select(
-        *[F.when(row_failure.isNull(), F.trim(c).cast("long")).alias(c) for c in KEYS], row_failure.alias("_row_failure"), SOURCE_COL, RAW_COL
+    # The checks are evaluated once, as their own column (Spark keeps a costly column in its own projection):
+    # inlined into each key's expression they ran four times per row, a third of the scan's time.
+    passed = F.col("_row_failure").isNull()
+    typed = df.withColumn("_row_failure", row_failure).select(
+        *[F.when(passed, F.trim(c).cast("long")).alias(c) for c in KEYS], "_row_failure", SOURCE_COL, RAW_COL
     )
     typed = typed.join(broadcast_if_small(item_ids.select("item_id", F.lit(True).alias("_known_item"))), "item_id", "left")
     if user_ids is not None:
@@ -140,9 +143,9 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
         (F.col("_known_user").isNull(), "user_id", "unknown user_id (not a valid row of the users input)"),
     ]))
     failing = F.col("_failure").isNotNull()
-    compact = typed.select(
-        *[F.when(failure.isNull(), F.col(c)).alias(c) for c in KEYS], failure.alias("_failure"), SOURCE_COL, RAW_COL
-    ).select(*KEYS, "_failure", *[F.when(failing, F.col(c)).alias(c) for c in (SOURCE_COL, RAW_COL)])
+    compact = typed.withColumn("_failure", failure).select(
+        *[F.when(~failing, F.col(c)).alias(c) for c in KEYS], "_failure", *[F.when(failing, F.col(c)).alias(c) for c in (SOURCE_COL, RAW_COL)]
+    )
     # Grouped by key, the failing rows by their text too: identical lines in one file become one group, its copies counted.
     grouped = compact.repartition(partitions, *KEYS).groupBy(*KEYS, "_failure", SOURCE_COL, RAW_COL).agg(F.count(F.lit(1)).alias("_copies"))
     grouped = grouped.persist(StorageLevel.MEMORY_AND_DISK)
