@@ -228,9 +228,11 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         rejects = rejects.unionByName(users.rejects)
     rejects = _materialized(rejects.unionByName(clicks.rejects).withColumn("run_id", F.lit(run_id)))
 
-    # Conservation: every input row is written or rejected, per input.
+    # Conservation: every input row is written or rejected, per input. The duplicate events' lines are not
+    # scanned yet (that runs beside the writes), but their number is known.
     n_items, n_users = items_encoded.count(), users_encoded.count()
     reject_counts = {(r["input"], r["reason"]): r["count"] for r in rejects.groupBy("input", "reason").count().collect()}
+    reject_counts |= {("interactions", reason): n for reason, n in clicks.later_counts.items()}
     split_counts = dict(split.groupBy("split").count().collect())
     rows_out = {"interactions": sum(split_counts.values()), "items": n_items, "users": n_users}
     for name, count in rows_in.items():
@@ -252,9 +254,9 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     with ThreadPoolExecutor(max_workers=STEPS_AT_ONCE, thread_name_prefix="etl-write") as writers:
         # The clicks tables and rejects are final: written while the id vocabularies are made from train_clicks.
         written = [writers.submit(write_table, df, config.lake, table, run_id, config_record) for table, df in {
-            **{f"{s}_clicks": clicks_indexed.where(F.col("split") == s).drop("split") for s in ("train", "valid", "test")},
-            "rejects": rejects,
+            f"{s}_clicks": clicks_indexed.where(F.col("split") == s).drop("split") for s in ("train", "valid", "test")
         }.items()]
+        written.append(writers.submit(write_rejects, rejects, clicks, config.lake, run_id, config_record))
         ids = _materialized(id_counts(split.where(F.col("split") == "train"), list(ID_FIELDS)))
         id_vocab = _materialized(build_vocab(ids, _fields_of(previous, ID_FIELDS, keep=True), config.min_count, config.id_min_count))
         vocab = feature_vocab.unionByName(id_vocab)
@@ -288,6 +290,18 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         for frame in checked.caches:
             frame.unpersist()
     return summary
+
+
+def write_rejects(rejects: DataFrame, clicks: Checked, lake: str, run_id: str, config_record: dict[str, Any]) -> None:
+    """The rejects table: `rejects` plus the clicks' later rejects, which are scanned here and must number
+    what the conservation check counted."""
+    if clicks.later_rejects is not None:
+        later = _materialized(clicks.later_rejects().withColumn("run_id", F.lit(run_id)))
+        found = {r["reason"]: r["count"] for r in later.groupBy("reason").count().collect()}
+        if found != clicks.later_counts:
+            raise RuntimeError(f"interactions: the second scan found {found} rejected rows, the first counted {clicks.later_counts}; did the input change while the job ran?")
+        rejects = rejects.unionByName(later)
+    write_table(rejects, lake, "rejects", run_id, config_record)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

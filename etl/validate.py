@@ -7,7 +7,10 @@ reason are stable. Nothing is dropped silently: callers assert rows in = rows ke
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
+from functools import partial
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
@@ -27,6 +30,10 @@ class Checked:
     valid: DataFrame
     rejects: DataFrame
     caches: tuple[DataFrame, ...] = ()
+    # Rejects that need another scan of the input (the raw lines of duplicate events): made on demand, so the
+    # scan can run beside other work; how many rows it returns, per reason, is known already.
+    later_rejects: Callable[[], DataFrame] | None = None
+    later_counts: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> rows
 
 
 def _first_failure(checks: list[tuple[Column, str | None, Column | str]]) -> Column:
@@ -115,6 +122,7 @@ def broadcast_if_small(df: DataFrame, rows: int | None = None) -> DataFrame:
 
 
 KEYS = ["user_id", "item_id", "timestamp"]  # an event; a second row with the same key is a duplicate
+DUPLICATE_EVENT = "duplicate event"
 
 
 def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None, partitions: int) -> Checked:
@@ -125,7 +133,7 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     is checked, and the shuffle groups the valid rows by key (copies counted) and carries the failing rows
     with their raw text; valid rows never carry theirs. The raw lines of duplicate events, which rarely
     exist, come from a second scan restricted to the repeated keys: the first copy of a key in (source file,
-    raw text) order is kept, the later ones are rejected."""
+    raw text) order is kept, the later ones are rejected (`later_rejects`, counted in `later_counts`)."""
     row_failure = _first_failure(_click_row_checks(df))
     # The checks are evaluated once, as their own column (Spark keeps a costly column in its own projection):
     # inlined into each key's expression they ran four times per row, a third of the scan's time.
@@ -158,11 +166,15 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
         F.col(RAW_COL).alias("raw"),
         F.explode(F.array_repeat(F.lit(0), F.col("_copies").cast("int"))).alias("_copy"),
     ).drop("_copy")
-    repeated = grouped.where(~failing & (F.col("_copies") > 1)).select(*KEYS)
-    n_repeated = repeated.count()  # fills the cache
-    if n_repeated:
-        rejects = rejects.unionByName(_duplicate_events(df, row_failure, repeated, n_repeated))
-    return Checked(valid, rejects, (grouped,))
+    repeated = grouped.where(~failing & (F.col("_copies") > 1)).select(*KEYS, "_copies")
+    n_repeated, extra_copies = repeated.agg(F.count(F.lit(1)), F.sum(F.col("_copies") - 1)).first()  # fills the cache
+    if not n_repeated:
+        return Checked(valid, rejects, (grouped,))
+    return Checked(
+        valid, rejects, (grouped,),
+        later_rejects=partial(_duplicate_events, df, row_failure, repeated.select(*KEYS), n_repeated),
+        later_counts={DUPLICATE_EVENT: int(extra_copies)},
+    )
 
 
 def _click_row_checks(df: DataFrame) -> list[tuple[Column, str | None, str]]:
@@ -192,6 +204,6 @@ def _duplicate_events(df: DataFrame, row_failure: Column, repeated: DataFrame, n
         F.lit("interactions").alias("input"),
         F.col(SOURCE_COL).alias("source"),
         F.lit(None).cast("string").alias("field"),
-        F.lit("duplicate event").alias("reason"),
+        F.lit(DUPLICATE_EVENT).alias("reason"),
         F.col(RAW_COL).alias("raw"),
     )

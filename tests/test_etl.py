@@ -255,7 +255,8 @@ def test_duplicate_events_keep_the_first_copy_by_file_then_text(spark, tmp_path)
     checked = check_interactions(raw.interactions, spark.createDataFrame([(100,)], "item_id long"), None, partitions=3)
     assert sorted(tuple(r) for r in checked.valid.collect()) == [(1, 100, 10), (2, 100, 11), (3, 100, 13)]
     assert checked.valid.rdd.getNumPartitions() == 3
-    rejects = sorted((r["reason"], r["raw"], r["source"].rsplit("/", 1)[-1]) for r in checked.rejects.collect())
+    assert checked.later_counts == {"duplicate event": 2}  # counted by the first scan; the lines come from a second
+    rejects = sorted((r["reason"], r["raw"], r["source"].rsplit("/", 1)[-1]) for r in checked.rejects.unionByName(checked.later_rejects()).collect())
     assert rejects == [
         ("duplicate event", " 1,100,10", "part-1.csv"),  # part-0.csv sorts first: its copies are kept...
         ("duplicate event", "1,100,10", "part-0.csv"),  # ...one of them: the other identical line is rejected
@@ -265,3 +266,15 @@ def test_duplicate_events_keep_the_first_copy_by_file_then_text(spark, tmp_path)
     ]
     for frame in checked.caches:
         frame.unpersist()
+
+
+def test_rejects_are_not_written_when_the_second_scan_disagrees_with_the_count(spark, tmp_path):
+    from towerssl.etl.job import write_rejects
+    from towerssl.etl.validate import Checked
+
+    schema = "input string, source string, field string, reason string, raw string"
+    found = spark.createDataFrame([("interactions", "f.csv", None, "duplicate event", "1,2,3")], schema)
+    clicks = Checked(found, found, later_rejects=lambda: found, later_counts={"duplicate event": 2})
+    with pytest.raises(RuntimeError, match="the second scan found .* the first counted"):
+        write_rejects(found.withColumn("run_id", F.lit("r")), clicks, str(tmp_path), "r", {})
+    assert not (tmp_path / "rejects").exists()
