@@ -6,9 +6,9 @@ reason are stable. Nothing is dropped silently: callers assert rows in = rows ke
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass
 from functools import partial
 

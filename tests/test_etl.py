@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from rawdata import clean_dataset, write_raw
+from rawdata import FIELDS, clean_dataset, write_raw
 from towerssl.etl.job import EtlConfig, run_etl
 from towerssl.etl.layout import RawInputError
 from towerssl.etl.split import split_global, split_per_user
@@ -278,3 +278,17 @@ def test_rejects_are_not_written_when_the_second_scan_disagrees_with_the_count(s
     with pytest.raises(RuntimeError, match="the second scan found .* the first counted"):
         write_rejects(found.withColumn("run_id", F.lit("r")), clicks, str(tmp_path), "r", {})
     assert not (tmp_path / "rejects").exists()
+
+
+def test_without_a_users_input_the_users_are_the_clickers(spark, tmp_path):
+    interactions, items, _ = clean_dataset(n_users=4)
+    fields = [f for f in FIELDS if f["owner"] == "item"]
+    raw = write_raw(tmp_path / "raw", interactions + [interactions[0]], items, None, fields)
+    config = EtlConfig(input=str(raw), lake=str(tmp_path / "lake"))
+    summary = run_etl(spark, config)
+    users = table(spark, config, "users")
+    assert [f.name for f in users.schema] == ["user_idx", "user_id", "user"]
+    assert sorted(r["user_id"] for r in users.collect()) == [1, 2, 3, 4]
+    assert sorted(r["user_idx"] for r in users.collect()) == [0, 1, 2, 3]
+    assert summary["rows_rejected"] == {"interactions: duplicate event": 1}
+    assert sum(summary["rows_written"][f"{s}_clicks"] for s in ("train", "valid", "test")) == len(interactions)
