@@ -91,7 +91,10 @@ def _later_copy(keys: list[str]) -> Column:
 
 
 def check_entities(df: DataFrame, input_name: str, key: str, fields: tuple[FieldDef, ...], hard_limit: int) -> Checked:
-    """Items or users: a valid id, at most `hard_limit` values per multi-valued field, one row per id."""
+    """Items or users: a valid id, at most `hard_limit` values per multi-valued field, one row per id.
+
+    The checks are evaluated once (persisted). Repeated ids are found by counting the ids (a shuffle of the
+    ids alone) and only their rows are ranked, by source file then raw text; most inputs have none."""
     with_values = df.select(
         "*", *[field_values(f).alias(f"_v_{f.name}") for f in fields]
     )
@@ -103,13 +106,16 @@ def check_entities(df: DataFrame, input_name: str, key: str, fields: tuple[Field
     ]
     row_level = _split(with_values, _first_failure(checks), input_name, [F.col("*")])
     typed = row_level.valid.withColumn(key, F.trim(key).cast("long"))
-    deduped = _split(
-        typed,
-        F.when(_later_copy([key]), F.struct(F.lit(key).alias("field"), F.lit(f"duplicate {key}").alias("reason"))),
-        input_name,
-        [F.col(key)] + [F.col(f"_v_{f.name}").alias(f.name) for f in fields],
-    )
-    return Checked(deduped.valid, row_level.rejects.unionByName(deduped.rejects), row_level.caches + deduped.caches)
+    keep = [F.col(key)] + [F.col(f"_v_{f.name}").alias(f.name) for f in fields]
+    repeated = typed.groupBy(key).count().where(F.col("count") > 1).select(key, F.lit(True).alias("_repeated"))
+    n_repeated = repeated.count()  # fills the cache
+    if not n_repeated:
+        return Checked(typed.select(*keep), row_level.rejects, row_level.caches)
+    marked = typed.join(broadcast_if_small(repeated, n_repeated), key, "left")
+    ranked = marked.where(F.col("_repeated")).withColumn("_later", _later_copy([key]))
+    deduped = _split(ranked, F.when(F.col("_later"), F.struct(F.lit(key).alias("field"), F.lit(f"duplicate {key}").alias("reason"))), input_name, keep)
+    valid = marked.where(F.col("_repeated").isNull()).select(*keep).unionByName(deduped.valid)
+    return Checked(valid, row_level.rejects.unionByName(deduped.rejects), row_level.caches + deduped.caches)
 
 
 BROADCAST_ROWS = 2_000_000  # id sets and duplicate keys up to this size are broadcast: no shuffle of the clicks

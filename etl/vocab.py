@@ -71,29 +71,24 @@ def build_vocab(counts: DataFrame, previous: DataFrame | None, min_count: int, i
 def encode(entities: DataFrame, key: str, values: DataFrame, vocab: DataFrame, lengths: dict[str, int | None]) -> DataFrame:
     """One int column per field (lengths[f] None) or array<int> of exactly lengths[f] (0-padded, truncated).
 
-    A field without any value gets DEFAULT; a value not in the vocabulary gets UNKNOWN.
+    A field without any value gets DEFAULT; a value not in the vocabulary gets UNKNOWN. One shuffle: the
+    values, looked up in the (broadcast) vocabulary, are gathered per entity and split into fields there.
     """
     if not lengths:
         return entities.select(key)
-    indexed = values.join(vocab.select("field", "value", "index"), ["field", "value"], "left").withColumn(
-        "index", F.coalesce("index", F.lit(UNKNOWN))
-    )
-    per_field = indexed.groupBy(key, "field").agg(F.sort_array(F.collect_list(F.struct("pos", "index"))).alias("s"))
-    wide = (
-        per_field.withColumn("idx", F.transform("s", lambda x: x["index"]))
-        .groupBy(key)
-        .pivot("field", list(lengths))
-        .agg(F.first("idx"))
-    )
-    wide = entities.select(key).join(wide, key, "left")
+    looked_up = values.join(broadcast_if_small(vocab.select("field", "value", "index")), ["field", "value"], "left")
+    slots = looked_up.select(key, F.struct("field", "pos", F.coalesce("index", F.lit(UNKNOWN)).alias("index")).alias("slot"))
+    anchors = entities.select(key, F.lit(None).cast(slots.schema["slot"].dataType).alias("slot"))  # entities without values
+    gathered = slots.unionByName(anchors).groupBy(key).agg(F.collect_list("slot").alias("slots"))  # nulls are not collected
 
     def column(field: str, length: int | None):
-        indices = F.coalesce(F.col(field), F.array(F.lit(DEFAULT)))
+        ordered = F.transform(F.array_sort(F.filter("slots", lambda slot: slot["field"] == field)), lambda slot: slot["index"])  # by pos
+        indices = F.when(F.size(ordered) > 0, ordered).otherwise(F.array(F.lit(DEFAULT)))
         if length is None:
             return F.element_at(indices, 1).cast("int").alias(field)
         return F.slice(F.concat(indices, F.array_repeat(F.lit(PAD), length)), 1, length).cast("array<int>").alias(field)
 
-    return wide.select(key, *[column(f, n) for f, n in lengths.items()])
+    return gathered.select(key, *[column(f, n) for f, n in lengths.items()])
 
 
 def with_id_index(encoded: DataFrame, key: str, field: str, vocab: DataFrame) -> DataFrame:
