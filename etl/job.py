@@ -28,7 +28,7 @@ from towerssl.etl.split import STRATEGIES, split_global, split_per_user
 from towerssl.etl.validate import BROADCAST_ROWS, Checked, broadcast_if_small, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
 from towerssl.lake import MissingTableError, read_table, write_table
-from towerssl.spark import spark_session
+from towerssl.spark import scheduler_pool, spark_session
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +122,23 @@ def _field_rows(fields: tuple[FieldDef, ...], lengths: dict[str, int | None], vo
     ]
 
 
-def _concurrently(*steps: Callable[[], T]) -> list[T]:
-    """Run independent steps in threads and return their results in order (the first error is raised).
+def _concurrently(spark: SparkSession, *steps: Callable[[], T]) -> list[T]:
+    """Run independent steps in threads, each in its own scheduler pool, and return their results in order
+    (the first error is raised).
 
     Many of the job's Spark jobs are small (a few tasks, then a Delta commit on the driver): run side by side,
     they keep the cores busy while another waits."""
-    with ThreadPoolExecutor(max_workers=STEPS_AT_ONCE, thread_name_prefix="etl") as pool:
-        futures = [pool.submit(step) for step in steps]
+    with ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="etl") as pool:
+        futures = [pool.submit(_in_pool, spark, f"etl-step-{i}", step) for i, step in enumerate(steps)]
         return [future.result() for future in futures]
 
 
-STEPS_AT_ONCE = 4  # Spark actions _concurrently runs side by side
+def _in_pool(spark: SparkSession, pool: str, step: Callable[..., T], *args: Any) -> T:
+    """step(*args) with this thread's Spark jobs in their own scheduler pool."""
+    scheduler_pool(spark, pool)
+    return step(*args)
+
+
 CACHE_COMPRESSION = "spark.sql.inMemoryColumnarStorage.compressed"
 
 
@@ -172,7 +178,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
 
     items = check_entities(raw.items, "items", "item_id", tuple(item_fields), config.multi_hard_limit)
     users = check_entities(raw.users, "users", "user_id", tuple(user_fields), config.multi_hard_limit) if raw.users is not None else None
-    valid_items, valid_users = _concurrently(lambda: _materialized(items.valid), lambda: _materialized(users.valid) if users is not None else None)
+    valid_items, valid_users = _concurrently(spark, lambda: _materialized(items.valid), lambda: _materialized(users.valid) if users is not None else None)
     try:
         previous = _materialized(read_table(spark, config.lake, "vocab"))
     except MissingTableError:
@@ -204,7 +210,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         return _materialized(table.withColumn(index, (F.row_number().over(Window.orderBy(key)) - 1).cast("int")))
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-clicks") as pool:
-        clicks_future = pool.submit(clicks_part)
+        clicks_future = pool.submit(_in_pool, spark, "etl-clicks", clicks_part)
         try:
             values = features(valid_items, "item_id", item_fields).select("field", "value")
             if valid_users is not None:
@@ -212,6 +218,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
             counts = _materialized(feature_counts(values))
             feature_vocab = _materialized(build_vocab(counts, _fields_of(previous, ID_FIELDS, keep=False), config.min_count, config.id_min_count))
             items_encoded, users_encoded = _concurrently(
+                spark,
                 lambda: encoded(valid_items, "item_id", item_fields, "item_idx"),
                 lambda: encoded(valid_users, "user_id", user_fields, "user_idx") if valid_users is not None else None,
             )
@@ -251,12 +258,17 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     )
     if max(n_items, n_users) > BROADCAST_ROWS:  # shuffled joins: back to click_files partitions
         clicks_indexed = clicks_indexed.repartition(config.click_files, "user_idx", "item_idx", "timestamp")
-    with ThreadPoolExecutor(max_workers=STEPS_AT_ONCE, thread_name_prefix="etl-write") as writers:
+    with ThreadPoolExecutor(max_workers=len(TABLES), thread_name_prefix="etl-write") as writers:  # every table at once
         # The clicks tables and rejects are final: written while the id vocabularies are made from train_clicks.
-        written = [writers.submit(write_table, df, config.lake, table, run_id, config_record) for table, df in {
-            f"{s}_clicks": clicks_indexed.where(F.col("split") == s).drop("split") for s in ("train", "valid", "test")
-        }.items()]
-        written.append(writers.submit(write_rejects, rejects, clicks, config.lake, run_id, config_record))
+        def write_clicks(splits: tuple[str, ...]) -> None:
+            """The clicks tables of `splits`; several are written from one materialized scan of their clicks."""
+            rows = clicks_indexed.where(F.col("split").isin(*splits))
+            rows = _materialized(rows) if len(splits) > 1 else rows
+            for s in splits:
+                write_table(rows.where(F.col("split") == s).drop("split"), config.lake, f"{s}_clicks", run_id, config_record)
+
+        written = [writers.submit(_in_pool, spark, f"etl-write-{'-'.join(splits)}", write_clicks, splits) for splits in (("train",), ("valid", "test"))]
+        written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects, rejects, clicks, config.lake, run_id, config_record))
         ids = _materialized(id_counts(split.where(F.col("split") == "train"), list(ID_FIELDS)))
         id_vocab = _materialized(build_vocab(ids, _fields_of(previous, ID_FIELDS, keep=True), config.min_count, config.id_min_count))
         vocab = feature_vocab.unionByName(id_vocab)
@@ -271,10 +283,10 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
             "users": users_table,
             "fields": spark.createDataFrame(field_rows, "field string, owner string, multi boolean, length int, cardinality int, position int"),
         }
-        written += [writers.submit(write_table, df, config.lake, table, run_id, config_record) for table, df in outputs.items()]
+        written += [writers.submit(_in_pool, spark, f"etl-write-{table}", write_table, df, config.lake, table, run_id, config_record) for table, df in outputs.items()]
         for future in written:
             future.result()
-    stages.done(f"id vocabularies and {len(written)} tables written")
+    stages.done(f"id vocabularies and {len(TABLES)} tables written")
     clicked_items = ids.where((F.col("field") == "item") & (F.col("count") > 0)).count()  # ids counted on train_clicks
     new_items = rows_out["items"] - clicked_items
     summary = {

@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from towerssl.config import build_config, config_dict
 from towerssl.errors import UsageError
 from towerssl.lake import read_table, write_table
-from towerssl.spark import spark_session
+from towerssl.spark import scheduler_pool, spark_session
 from towerssl.stats.fields import item_fields
 from towerssl.stats.heatmap import plot_mi_heatmap
 from towerssl.stats.mi import compute_feature_mi
@@ -70,6 +70,7 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
 
     def mi_part():  # in a second thread: its Spark jobs share the cores with popularity's
         spark.sparkContext.setJobGroup(mi_group, "feature_mi", interruptOnCancel=True)
+        scheduler_pool(spark, "stats-mi")  # shares the cores with popularity's jobs (FAIR) instead of queueing behind or ahead
         mi_started = time.time()
         mi_items = items.join(clicks.where("listed").select("item_idx", "clicks"), "item_idx") if weighted else items
         result = compute_feature_mi(mi_items, fields, weight="clicks" if weighted else None)

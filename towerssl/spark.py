@@ -26,6 +26,9 @@ _DELTA_CONF = {
     "spark.ui.showConsoleProgress": "false",
     # The ETL's plans are long; rendering them whole for the UI and AQE logs has exhausted a 1 GiB driver.
     "spark.sql.maxPlanStringLength": "100000",
+    # The jobs run independent steps in threads, each in its own scheduler pool (scheduler_pool): FAIR shares
+    # the cores between them, where FIFO would give them all to the first job submitted.
+    "spark.scheduler.mode": "FAIR",
 }
 # Only where this process starts the JVM (not under spark-submit, which sets its own): Spark's 1g default
 # is too small for the ETL's joins and windows even on MovieLens-sized data.
@@ -69,3 +72,9 @@ def spark_session(app_name: str = "towerssl", master: str | None = None, conf: d
     # windows over item and timestamp ranks) would drown them. TOWERSSL_SPARK_LOG_LEVEL=WARN brings them back.
     session.sparkContext.setLogLevel(os.environ.get("TOWERSSL_SPARK_LOG_LEVEL", "ERROR"))
     return session
+
+
+def scheduler_pool(spark: SparkSession, name: str) -> None:
+    """Put the calling thread's Spark jobs in the scheduler pool `name` (created on first use, FIFO inside):
+    under FAIR scheduling, concurrent threads in different pools share the cores."""
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
