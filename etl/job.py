@@ -25,10 +25,10 @@ from towerssl.errors import UsageError
 from towerssl.etl.layout import RawInputError, read_raw_layout
 from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import STRATEGIES, split_global, split_per_user
-from towerssl.etl.validate import BROADCAST_ROWS, Checked, broadcast_if_small, check_entities, check_interactions
+from towerssl.etl.validate import Checked, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
 from towerssl.lake import MissingTableError, read_table, write_table
-from towerssl.spark import scheduler_pool, spark_session
+from towerssl.spark import BROADCAST_ROWS, broadcast_if_small, scheduler_pool, spark_session
 
 log = logging.getLogger(__name__)
 

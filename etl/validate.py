@@ -17,6 +17,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from towerssl.etl.raw import CORRUPT_COL, RAW_COL, SOURCE_COL, FieldDef
+from towerssl.spark import broadcast_if_small
 
 REJECT_COLUMNS = ("input", "source", "field", "reason", "raw")
 _ID_PATTERN = r"^\s*[0-9]{1,18}\s*$"  # non-negative and fits in a long
@@ -116,15 +117,6 @@ def check_entities(df: DataFrame, input_name: str, key: str, fields: tuple[Field
     deduped = _split(ranked, F.when(F.col("_later"), F.struct(F.lit(key).alias("field"), F.lit(f"duplicate {key}").alias("reason"))), input_name, keep)
     valid = marked.where(F.col("_repeated").isNull()).select(*keep).unionByName(deduped.valid)
     return Checked(valid, row_level.rejects.unionByName(deduped.rejects), row_level.caches + deduped.caches)
-
-
-BROADCAST_ROWS = 2_000_000  # id sets and duplicate keys up to this size are broadcast: no shuffle of the clicks
-
-
-def broadcast_if_small(df: DataFrame, rows: int | None = None) -> DataFrame:
-    """The frame with a broadcast hint when it is small enough to send to every task (rows: its known
-    row count, else counted here)."""
-    return F.broadcast(df) if (df.count() if rows is None else rows) <= BROADCAST_ROWS else df
 
 
 KEYS = ["user_id", "item_id", "timestamp"]  # an event; a second row with the same key is a duplicate

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from towerssl.etl.validate import broadcast_if_small
+from towerssl.spark import broadcast_if_small
 
 PAD, DEFAULT, UNKNOWN = 0, 1, 2
 FIRST_VALUE = 3

@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 DELTA_VERSION = "3.3.2"
 DELTA_PACKAGES = (f"io.delta:delta-spark_2.12:{DELTA_VERSION}", f"io.delta:delta-storage:{DELTA_VERSION}")
@@ -78,3 +79,12 @@ def scheduler_pool(spark: SparkSession, name: str) -> None:
     """Put the calling thread's Spark jobs in the scheduler pool `name` (created on first use, FIFO inside):
     under FAIR scheduling, concurrent threads in different pools share the cores."""
     spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
+
+
+BROADCAST_ROWS = 2_000_000  # frames up to this many rows (id sets, id maps, vocabularies) are broadcast to every task
+
+
+def broadcast_if_small(df: DataFrame, rows: int | None = None) -> DataFrame:
+    """The frame with a broadcast hint when it is small enough to send to every task (rows: its known
+    row count, else counted here): joins with it then shuffle neither side."""
+    return F.broadcast(df) if (df.count() if rows is None else rows) <= BROADCAST_ROWS else df
