@@ -71,16 +71,22 @@ def field_values(field: FieldDef) -> Column:
     return F.array_distinct(F.filter(F.transform(parts, lambda v: F.trim(v)), lambda v: v != ""))
 
 
+def _reject_rows(df: DataFrame, input_name: str, failure: Column, *extra: Column) -> DataFrame:
+    """The rows of `df` as rejects (REJECT_COLUMNS): `failure` is their struct(field, reason)."""
+    return df.select(
+        F.lit(input_name).alias("input"),
+        F.col(SOURCE_COL).alias("source"),
+        failure["field"].alias("field"),
+        failure["reason"].alias("reason"),
+        F.col(RAW_COL).alias("raw"),
+        *extra,
+    )
+
+
 def _split(df: DataFrame, failure: Column, input_name: str, keep: list[Column]) -> Checked:
     """Valid and rejected rows from one evaluation of the checks (persisted: both halves read it)."""
     flagged = df.withColumn("_failure", failure).persist(StorageLevel.MEMORY_AND_DISK)
-    rejects = flagged.where(F.col("_failure").isNotNull()).select(
-        F.lit(input_name).alias("input"),
-        F.col(SOURCE_COL).alias("source"),
-        F.col("_failure.field").alias("field"),
-        F.col("_failure.reason").alias("reason"),
-        F.col(RAW_COL).alias("raw"),
-    )
+    rejects = _reject_rows(flagged.where(F.col("_failure").isNotNull()), input_name, F.col("_failure"))
     valid = flagged.where(F.col("_failure").isNull()).select(*keep)
     return Checked(valid, rejects, (flagged,))
 
@@ -114,7 +120,7 @@ def check_entities(df: DataFrame, input_name: str, key: str, fields: tuple[Field
         return Checked(typed.select(*keep), row_level.rejects, row_level.caches)
     marked = typed.join(broadcast_if_small(repeated, n_repeated), key, "left")
     ranked = marked.where(F.col("_repeated")).withColumn("_later", _later_copy([key]))
-    deduped = _split(ranked, F.when(F.col("_later"), F.struct(F.lit(key).alias("field"), F.lit(f"duplicate {key}").alias("reason"))), input_name, keep)
+    deduped = _split(ranked, _first_failure([(F.col("_later"), key, f"duplicate {key}")]), input_name, keep)
     valid = marked.where(F.col("_repeated").isNull()).select(*keep).unionByName(deduped.valid)
     return Checked(valid, row_level.rejects.unionByName(deduped.rejects), row_level.caches + deduped.caches)
 
@@ -156,14 +162,8 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     grouped = compact.repartition(partitions, *KEYS).groupBy(*KEYS, "_failure", SOURCE_COL, RAW_COL).agg(F.count(F.lit(1)).alias("_copies"))
     grouped = grouped.persist(StorageLevel.MEMORY_AND_DISK)
     valid = grouped.where(~failing).select(*KEYS)
-    rejects = grouped.where(failing).select(
-        F.lit("interactions").alias("input"),
-        F.col(SOURCE_COL).alias("source"),
-        F.col("_failure.field").alias("field"),
-        F.col("_failure.reason").alias("reason"),
-        F.col(RAW_COL).alias("raw"),
-        F.explode(F.array_repeat(F.lit(0), F.col("_copies").cast("int"))).alias("_copy"),
-    ).drop("_copy")
+    copies = F.explode(F.array_repeat(F.lit(0), F.col("_copies").cast("int"))).alias("_copy")  # a row per copy
+    rejects = _reject_rows(grouped.where(failing), "interactions", F.col("_failure"), copies).drop("_copy")
     repeated = grouped.where(~failing & (F.col("_copies") > 1)).select(*KEYS, "_copies")
     n_repeated, extra_copies = repeated.agg(F.count(F.lit(1)), F.sum(F.col("_copies") - 1)).first()  # fills the cache
     if not n_repeated:
@@ -198,10 +198,4 @@ def _duplicate_events(df: DataFrame, row_failure: Column, repeated: DataFrame, n
         .withColumn("_later", _later_copy(KEYS))
         .where("_later")
     )
-    return copies.select(
-        F.lit("interactions").alias("input"),
-        F.col(SOURCE_COL).alias("source"),
-        F.lit(None).cast("string").alias("field"),
-        F.lit(DUPLICATE_EVENT).alias("reason"),
-        F.col(RAW_COL).alias("raw"),
-    )
+    return _reject_rows(copies, "interactions", _first_failure([(F.lit(True), None, DUPLICATE_EVENT)]))
