@@ -260,14 +260,10 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         clicks_indexed = clicks_indexed.repartition(config.click_files, "user_idx", "item_idx", "timestamp")
     with ThreadPoolExecutor(max_workers=len(TABLES), thread_name_prefix="etl-write") as writers:  # every table at once
         # The clicks tables and rejects are final: written while the id vocabularies are made from train_clicks.
-        def write_clicks(splits: tuple[str, ...]) -> None:
-            """The clicks tables of `splits`; several are written from one materialized scan of their clicks."""
-            rows = clicks_indexed.where(F.col("split").isin(*splits))
-            rows = _materialized(rows) if len(splits) > 1 else rows
-            for s in splits:
-                write_table(rows.where(F.col("split") == s).drop("split"), config.lake, f"{s}_clicks", run_id, config_record)
-
-        written = [writers.submit(_in_pool, spark, f"etl-write-{'-'.join(splits)}", write_clicks, splits) for splits in (("train",), ("valid", "test"))]
+        written = [
+            writers.submit(_in_pool, spark, f"etl-write-{'-'.join(splits)}", write_clicks, clicks_indexed, splits, config.lake, run_id, config_record)
+            for splits in (("train",), ("valid", "test"))
+        ]
         written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects, rejects, clicks, config.lake, run_id, config_record))
         ids = _materialized(id_counts(split.where(F.col("split") == "train"), list(ID_FIELDS)))
         id_vocab = _materialized(build_vocab(ids, _fields_of(previous, ID_FIELDS, keep=True), config.min_count, config.id_min_count))
@@ -287,7 +283,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         for future in written:
             future.result()
     stages.done(f"id vocabularies and {len(TABLES)} tables written")
-    clicked_items = ids.where((F.col("field") == "item") & (F.col("count") > 0)).count()  # ids counted on train_clicks
+    clicked_items = ids.where(F.col("field") == "item").count()  # the item ids of train_clicks
     new_items = rows_out["items"] - clicked_items
     summary = {
         "run_id": run_id,
@@ -302,6 +298,15 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         for frame in checked.caches:
             frame.unpersist()
     return summary
+
+
+def write_clicks(clicks: DataFrame, splits: tuple[str, ...], lake: str, run_id: str, config_record: dict[str, Any]) -> None:
+    """The clicks tables of `splits` (clicks has a `split` column); several are written from one materialized
+    scan of their clicks."""
+    rows = clicks.where(F.col("split").isin(*splits))
+    rows = _materialized(rows) if len(splits) > 1 else rows
+    for s in splits:
+        write_table(rows.where(F.col("split") == s).drop("split"), lake, f"{s}_clicks", run_id, config_record)
 
 
 def write_rejects(rejects: DataFrame, clicks: Checked, lake: str, run_id: str, config_record: dict[str, Any]) -> None:
