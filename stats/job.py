@@ -20,7 +20,7 @@ from towerssl.lake import read_table, write_table
 from towerssl.spark import scheduler_pool, spark_session
 from towerssl.stats.fields import item_fields
 from towerssl.stats.heatmap import plot_mi_heatmap
-from towerssl.stats.mi import compute_feature_mi
+from towerssl.stats.mi import FeatureMI, compute_feature_mi
 from towerssl.stats.popularity import BUCKETS, DEFAULT_NEW_ITEM_FLOOR, check_new_item_floor, click_counts, popularity
 
 log = logging.getLogger(__name__)
@@ -65,19 +65,18 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
     weighted = config.mi_weighting == "clicks"
     clicks = click_counts(items, train_clicks).persist(StorageLevel.MEMORY_AND_DISK)
     mi_group = f"towerssl-stats-mi-{run_id}-{uuid.uuid4().hex[:6]}"
-    timing: dict[str, float] = {}
     checked: Future[None] = Future()  # the popularity check: feature_mi is written only once it has passed
 
-    def mi_part():  # in a second thread: its Spark jobs share the cores with popularity's
+    def mi_part() -> tuple[FeatureMI, float]:  # in a second thread: its Spark jobs share the cores with popularity's
         spark.sparkContext.setJobGroup(mi_group, "feature_mi", interruptOnCancel=True)
         scheduler_pool(spark, "stats-mi")  # shares the cores with popularity's jobs (FAIR) instead of queueing behind or ahead
         mi_started = time.time()
         mi_items = items.join(clicks.where("listed").select("item_idx", "clicks"), "item_idx") if weighted else items
         result = compute_feature_mi(mi_items, fields, weight="clicks" if weighted else None)
-        timing["mi"] = time.time() - mi_started
+        mi_s = time.time() - mi_started
         checked.result()  # raises if the check failed: nothing is written
         write_table(result.frame(spark), lake, "feature_mi", run_id, record)  # beside item_stats' write
-        return result
+        return result, mi_s
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats-mi") as pool:
         mi_future = None if weighted else pool.submit(mi_part)
@@ -95,16 +94,15 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
             n_items = sum(buckets.values())
             popularity_s = time.time() - started
             log.info("item_stats: %d items in %.1f s (%s)", n_items, popularity_s, ", ".join(f"{b} {buckets.get(b, 0)}" for b in BUCKETS))
-            result = mi_future.result()
+            result, mi_s = mi_future.result()
         except BaseException:
             if mi_future is not None and not mi_future.done():
-                spark.sparkContext.cancelJobGroup(mi_group)  # nothing of feature_mi is written after a failure
+                spark.sparkContext.cancelJobGroup(mi_group)  # stop the MI jobs still running
             raise
         finally:
             if mi_future is not None:
                 wait([mi_future])
             clicks.unpersist()
-    mi_s = timing["mi"]
     log.info("feature_mi: %d field pairs over %d items in %.1f s (%.0f items/s), weighting %s",
              len(fields) * (len(fields) - 1) // 2, n_items, mi_s, n_items / max(mi_s, 1e-9), config.mi_weighting)
 

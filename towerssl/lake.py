@@ -28,9 +28,9 @@ def _check_exists(spark: SparkSession, path: str) -> None:
 
 
 def latest_version(spark: SparkSession, path: str) -> int:
-    _check_exists(spark, path)
     from delta.tables import DeltaTable
 
+    _check_exists(spark, path)
     return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
 
 
