@@ -18,3 +18,15 @@ def test_delta_round_trip_and_snapshot_excludes_overwritten_files(spark, tmp_pat
     assert len(on_disk) == len(first.files) + len(second.files)
     assert read_table(spark, tmp_path, "t").count() == 3
     assert read_table(spark, tmp_path, "t", version=0).count() == 10
+
+
+def test_sessions_schedule_fair_and_each_concurrent_step_has_its_own_pool(spark):
+    """Under FAIR, threads share the cores only if their jobs sit in different pools."""
+    from towerssl.etl.job import _concurrently
+
+    assert spark.sparkContext.getConf().get("spark.scheduler.mode") == "FAIR"
+
+    def pool_and_rows():
+        return spark.sparkContext.getLocalProperty("spark.scheduler.pool"), spark.range(10).count()
+
+    assert _concurrently(spark, pool_and_rows, pool_and_rows) == [("etl-step-0", 10), ("etl-step-1", 10)]
