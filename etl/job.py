@@ -25,7 +25,7 @@ from towerssl.errors import UsageError
 from towerssl.etl.layout import RawInputError, read_raw_layout
 from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import STRATEGIES, split_global, split_per_user
-from towerssl.etl.validate import Checked, check_entities, check_interactions
+from towerssl.etl.validate import CheckedClicks, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
 from towerssl.lake import MissingTableError, read_table, write_table
 from towerssl.spark import BROADCAST_ROWS, broadcast_if_small, scheduler_pool, spark_session
@@ -185,7 +185,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         previous = None
     stages.done("validated items and users")
 
-    def clicks_part() -> tuple[Checked, DataFrame]:
+    def clicks_part() -> tuple[CheckedClicks, DataFrame]:
         """The clicks, validated (one row per event, persisted, in the clicks tables' partitions) and split."""
         clicks_started = time.time()
         clicks = check_interactions(raw.interactions, valid_items.select("item_id"), valid_users.select("user_id") if valid_users is not None else None, config.click_files)
@@ -309,7 +309,7 @@ def write_clicks(clicks: DataFrame, splits: tuple[str, ...], lake: str, run_id: 
         write_table(rows.where(F.col("split") == s).drop("split"), lake, f"{s}_clicks", run_id, config_record)
 
 
-def write_rejects(rejects: DataFrame, clicks: Checked, lake: str, run_id: str, config_record: dict[str, Any]) -> None:
+def write_rejects(rejects: DataFrame, clicks: CheckedClicks, lake: str, run_id: str, config_record: dict[str, Any]) -> None:
     """The rejects table: `rejects` plus the clicks' later rejects, which are scanned here and must number
     what the conservation check counted."""
     if clicks.later_rejects is not None:

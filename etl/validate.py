@@ -31,8 +31,13 @@ class Checked:
     valid: DataFrame
     rejects: DataFrame
     caches: tuple[DataFrame, ...] = ()
-    # Rejects that need another scan of the input (the raw lines of duplicate events): made on demand, so the
-    # scan can run beside other work; how many rows it returns, per reason, is known already.
+
+
+@dataclass(frozen=True)
+class CheckedClicks(Checked):
+    """Checked, plus the rejects that need another scan of the input (the raw lines of duplicate events):
+    made on demand, so the scan can run beside other work; how many rows it returns, per reason, is known."""
+
     later_rejects: Callable[[], DataFrame] | None = None
     later_counts: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> rows
 
@@ -129,7 +134,7 @@ KEYS = ["user_id", "item_id", "timestamp"]  # an event; a second row with the sa
 DUPLICATE_EVENT = "duplicate event"
 
 
-def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None, partitions: int) -> Checked:
+def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None, partitions: int) -> CheckedClicks:
     """Clicks: valid ids and timestamp, a known item (and user, when users are given), no duplicate event.
 
     valid holds one row per distinct event key, hash-partitioned by the key into `partitions` partitions
@@ -167,8 +172,8 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     repeated = grouped.where(~failing & (F.col("_copies") > 1)).select(*KEYS, "_copies")
     n_repeated, extra_copies = repeated.agg(F.count(F.lit(1)), F.sum(F.col("_copies") - 1)).first()  # fills the cache
     if not n_repeated:
-        return Checked(valid, rejects, (grouped,))
-    return Checked(
+        return CheckedClicks(valid, rejects, (grouped,))
+    return CheckedClicks(
         valid, rejects, (grouped,),
         later_rejects=partial(_duplicate_events, df, row_failure, repeated.select(*KEYS), n_repeated),
         later_counts={DUPLICATE_EVENT: int(extra_copies)},

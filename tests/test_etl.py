@@ -270,11 +270,11 @@ def test_duplicate_events_keep_the_first_copy_by_file_then_text(spark, tmp_path)
 
 def test_rejects_are_not_written_when_the_second_scan_disagrees_with_the_count(spark, tmp_path):
     from towerssl.etl.job import write_rejects
-    from towerssl.etl.validate import Checked
+    from towerssl.etl.validate import CheckedClicks
 
     schema = "input string, source string, field string, reason string, raw string"
     found = spark.createDataFrame([("interactions", "f.csv", None, "duplicate event", "1,2,3")], schema)
-    clicks = Checked(found, found, later_rejects=lambda: found, later_counts={"duplicate event": 2})
+    clicks = CheckedClicks(found, found, later_rejects=lambda: found, later_counts={"duplicate event": 2})
     with pytest.raises(RuntimeError, match="the second scan found .* the first counted"):
         write_rejects(found.withColumn("run_id", F.lit("r")), clicks, str(tmp_path), "r", {})
     assert not (tmp_path / "rejects").exists()
