@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
 from towerssl.errors import UsageError
-from towerssl.etl.raw import CORRUPT_COL, RAW_COL, SOURCE_COL, FieldDef, RawInput
+from towerssl.etl.raw import CORRUPT_COL, LINE_COL, RAW_COL, SOURCE_COL, FieldDef, RawInput
 
 FORMATS = ("csv", "parquet")
 ID_COLUMNS = {"interactions": ("user_id", "item_id", "timestamp"), "items": ("item_id",), "users": ("user_id",)}
@@ -38,22 +39,27 @@ def read_schema(raw_dir: str | Path) -> dict:
     return schema
 
 
-def _read_csv(spark: SparkSession, path: str, required: list[str]) -> DataFrame:
+def _read_csv(spark: SparkSession, path: str, required: list[str]) -> tuple[DataFrame, Callable[[Column], DataFrame]]:
+    """The CSV input as RawInput columns, and a re-read of only the lines where a condition on LINE_COL
+    holds (read as text, filtered, then parsed as the CSV reader parses them: the same columns)."""
     header = spark.read.option("header", True).csv(path).columns
     missing = [c for c in required if c not in header]
     if missing:
         raise RawInputError(f"{path}: missing required column(s) {', '.join(missing)} (header: {', '.join(header)})")
     schema = StructType([StructField(c, StringType()) for c in header] + [StructField(CORRUPT_COL, StringType())])
-    df = (
-        spark.read.option("header", True)
-        .option("mode", "PERMISSIVE")
-        .option("columnNameOfCorruptRecord", CORRUPT_COL)
-        .option("enforceSchema", False)
-        .schema(schema)
-        .csv(path)
-    )
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COL}
     raw = F.coalesce(F.col(CORRUPT_COL), F.concat_ws(",", *[F.coalesce(F.col(c), F.lit("")) for c in header]))
-    return df.withColumn(RAW_COL, raw).withColumn(SOURCE_COL, F.input_file_name()).select(*required, CORRUPT_COL, RAW_COL, SOURCE_COL)
+
+    def columns(parsed: DataFrame) -> DataFrame:
+        return parsed.withColumn(RAW_COL, raw).withColumn(SOURCE_COL, F.input_file_name()).select(*required, CORRUPT_COL, RAW_COL, SOURCE_COL)
+
+    def lines_where(condition: Column) -> DataFrame:
+        """A header line parses like a record whose values are the column names: it fails every id check."""
+        lines = spark.read.text(path).select(F.col("value").alias(LINE_COL)).where(condition)
+        return columns(lines.select(F.from_csv(F.col(LINE_COL), schema.simpleString(), options).alias("_parsed")).select("_parsed.*"))
+
+    df = spark.read.option("header", True).options(**options).option("enforceSchema", False).schema(schema).csv(path)
+    return columns(df), lines_where
 
 
 def _read_parquet(spark: SparkSession, path: str, required: list[str], seps: dict[str, str]) -> DataFrame:
@@ -80,7 +86,7 @@ def read_raw_layout(spark: SparkSession, raw_dir: str | Path) -> RawInput:
     schema = read_schema(raw_dir)
     fields: tuple[FieldDef, ...] = schema["fields"]
 
-    def read(kind: str) -> DataFrame:
+    def read(kind: str) -> tuple[DataFrame, Callable[[Column], DataFrame] | None]:
         path = Path(raw_dir) / schema[kind]
         if not path.exists():
             raise RawInputError(f"{path}: {kind} input not found (named in {Path(raw_dir) / 'schema.yaml'})")
@@ -88,9 +94,10 @@ def read_raw_layout(spark: SparkSession, raw_dir: str | Path) -> RawInput:
         required = list(ID_COLUMNS[kind]) + [f.name for f in fields if f.owner == owner]
         if schema["format"] == "csv":
             return _read_csv(spark, str(path), required)
-        return _read_parquet(spark, str(path), required, {f.name: f.sep for f in fields})
+        return _read_parquet(spark, str(path), required, {f.name: f.sep for f in fields}), None
 
-    users = read("users") if schema.get("users") else None
+    users = read("users")[0] if schema.get("users") else None
     if users is None and any(f.owner == "user" for f in fields):
         raise RawInputError(f"{Path(raw_dir) / 'schema.yaml'}: user fields are listed but no users input is named")
-    return RawInput(interactions=read("interactions"), items=read("items"), users=users, fields=fields)
+    interactions, interaction_lines = read("interactions")
+    return RawInput(interactions=interactions, items=read("items")[0], users=users, fields=fields, interaction_lines=interaction_lines)

@@ -6,14 +6,16 @@ the rejects table then work the same for all of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 
 OWNERS = ("item", "user")
 SOURCE_COL = "_source"  # the file a record came from
 RAW_COL = "_raw"  # the record's original text (for the rejects table)
 CORRUPT_COL = "_corrupt"  # optional: set by a reader when a record could not be split into its columns
+LINE_COL = "_line"  # a line of a text input, before parsing (RawInput.interaction_lines filters on it)
 
 
 @dataclass(frozen=True)
@@ -37,12 +39,16 @@ class RawInput:
 
     interactions: user_id, item_id, timestamp (unix seconds).
     items: item_id + one column per item field. users: user_id + one column per user field, or None.
+    interaction_lines: for a text input, the interactions rows of only the lines where a condition on
+    LINE_COL holds; filtering the text before parsing makes a re-read for a few rows cheap. None: the
+    reader has no such shortcut, and a re-read scans `interactions` whole.
     """
 
     interactions: DataFrame
     items: DataFrame
     users: DataFrame | None
     fields: tuple[FieldDef, ...]
+    interaction_lines: Callable[[Column], DataFrame] | None = None
 
     def fields_of(self, owner: str) -> tuple[FieldDef, ...]:
         return tuple(f for f in self.fields if f.owner == owner)

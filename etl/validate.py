@@ -10,13 +10,13 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, reduce
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Row, Window
 from pyspark.sql import functions as F
 
-from towerssl.etl.raw import CORRUPT_COL, RAW_COL, SOURCE_COL, FieldDef
+from towerssl.etl.raw import CORRUPT_COL, LINE_COL, RAW_COL, SOURCE_COL, FieldDef
 from towerssl.spark import broadcast_if_small
 
 REJECT_COLUMNS = ("input", "source", "field", "reason", "raw")
@@ -134,7 +134,8 @@ KEYS = ["user_id", "item_id", "timestamp"]  # an event; a second row with the sa
 DUPLICATE_EVENT = "duplicate event"
 
 
-def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None, partitions: int) -> CheckedClicks:
+def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None, partitions: int,
+                       lines: Callable[[Column], DataFrame] | None = None) -> CheckedClicks:
     """Clicks: valid ids and timestamp, a known item (and user, when users are given), no duplicate event.
 
     valid holds one row per distinct event key, hash-partitioned by the key into `partitions` partitions
@@ -142,7 +143,9 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     is checked, and the shuffle groups the valid rows by key (copies counted) and carries the failing rows
     with their raw text; valid rows never carry theirs. The raw lines of duplicate events, which rarely
     exist, come from a second scan restricted to the repeated keys: the first copy of a key in (source file,
-    raw text) order is kept, the later ones are rejected (`later_rejects`, counted in `later_counts`)."""
+    raw text) order is kept, the later ones are rejected (`later_rejects`, counted in `later_counts`).
+    lines: RawInput.interaction_lines; with it, and few repeated keys, that scan parses only the lines that
+    hold the keys' digits."""
     row_failure = _first_failure(_click_row_checks(df))
     # The checks are evaluated once, as their own column (Spark keeps a costly column in its own projection):
     # inlined into each key's expression they ran four times per row, a third of the scan's time.
@@ -175,7 +178,7 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
         return CheckedClicks(valid, rejects, (grouped,))
     return CheckedClicks(
         valid, rejects, (grouped,),
-        later_rejects=partial(_duplicate_events, df, row_failure, repeated.select(*KEYS), n_repeated),
+        later_rejects=partial(_duplicate_events, df, lines, row_failure, repeated.select(*KEYS), n_repeated),
         later_counts={DUPLICATE_EVENT: int(extra_copies)},
     )
 
@@ -188,11 +191,26 @@ def _click_row_checks(df: DataFrame) -> list[tuple[Column, str | None, str]]:
     ]
 
 
-def _duplicate_events(df: DataFrame, row_failure: Column, repeated: DataFrame, n_repeated: int) -> DataFrame:
+PREFILTER_KEYS = 64  # up to this many repeated keys, the second scan tests each line's text for them first
+
+
+def _may_hold(keys: list[Row]) -> Column:
+    """True for every line that can hold a valid row of one of `keys`: such a row's fields are digits (with
+    blanks or quotes around them), so its line contains each part of the key as written in decimal."""
+    line = F.col(LINE_COL)
+    holds = [line.contains(str(key["timestamp"])) & line.contains(str(key["user_id"])) & line.contains(str(key["item_id"])) for key in keys]
+    return reduce(lambda a, b: a | b, holds)
+
+
+def _duplicate_events(df: DataFrame, lines: Callable[[Column], DataFrame] | None, row_failure: Column, repeated: DataFrame, n_repeated: int) -> DataFrame:
     """The later copies of the `repeated` keys, with their raw lines, from a second scan of the input.
 
     Their rows passed every check in the first scan (the ids of a repeated key are known) and the checks
-    are deterministic, so this scan finds exactly the copies counted there."""
+    are deterministic, so this scan finds exactly the copies counted there. With `lines` and at most
+    PREFILTER_KEYS keys it parses only the lines whose text may hold one (a substring test, a few times
+    cheaper than parsing every line); otherwise it parses the whole input again."""
+    if lines is not None and n_repeated <= PREFILTER_KEYS:
+        df = lines(_may_hold(repeated.collect()))
     parsed = df.select(*[F.trim(c).cast("long").alias(f"_{c}") for c in KEYS], *df.columns)
     matched = parsed.join(broadcast_if_small(repeated.select(*[F.col(c).alias(f"_{c}") for c in KEYS]), n_repeated), [f"_{c}" for c in KEYS], "left_semi")
     # Materialized before the checks: Spark would push them below the join and run them on every row again.

@@ -7,6 +7,8 @@ values are appended after them, so a model's embeddings stay aligned with re-enc
 
 from __future__ import annotations
 
+from functools import reduce
+
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -36,10 +38,15 @@ def feature_counts(values: DataFrame) -> DataFrame:
 
 
 def id_counts(train_clicks: DataFrame, id_fields: list[str]) -> DataFrame:
-    """(field, value, count): id values count training clicks (all id fields in one aggregation)."""
-    ids = F.explode(F.array(*[F.struct(F.lit(field).alias("field"), F.col(ID_FIELDS[field]).alias("id")) for field in id_fields]))
-    counts = train_clicks.select(ids.alias("_id")).groupBy("_id.field", "_id.id").agg(F.count(F.lit(1)).alias("count"))
-    return counts.select("field", F.col("id").cast("string").alias("value"), "count")
+    """(field, value, count): id values count training clicks. One aggregation per id field, on its long
+    column alone (faster than one aggregation over the fields' exploded (field, id) pairs)."""
+    counts = [
+        train_clicks.groupBy(F.col(ID_FIELDS[field]).alias("id")).agg(F.count(F.lit(1)).alias("count")).select(
+            F.lit(field).alias("field"), F.col("id").cast("string").alias("value"), "count"
+        )
+        for field in id_fields
+    ]
+    return reduce(DataFrame.unionByName, counts)
 
 
 def build_vocab(counts: DataFrame, previous: DataFrame | None, min_count: int, id_min_count: int) -> DataFrame:

@@ -242,23 +242,30 @@ def test_the_job_runs_with_uncompressed_caches_and_restores_the_session_setting(
     assert spark.conf.get(job.CACHE_COMPRESSION, None) == before
 
 
-def test_duplicate_events_keep_the_first_copy_by_file_then_text(spark, tmp_path):
-    """Copies of an event across files and within one file, a look-alike row that fails a check, and a
-    repeated bad line: one copy kept per event, every other row rejected once with its own raw line."""
+@pytest.mark.parametrize("second_scan", ["text lines", "whole input"])
+def test_duplicate_events_keep_the_first_copy_by_file_then_text(spark, tmp_path, second_scan):
+    """Copies of an event across files and within one file, written with leading zeros too, a look-alike row
+    that fails a check, and a repeated bad line: one copy kept per event, every other row rejected once with
+    its own raw line. The duplicates' lines come from either second scan: the text lines filtered for the
+    keys' digits (CSV input), or the whole input parsed again (any reader)."""
     from rawdata import write_csv
     from towerssl.etl.layout import read_raw_layout
     from towerssl.etl.validate import check_interactions
 
     raw_dir = write_raw(tmp_path / "raw", [[1, 100, 10], [1, 100, 10], [2, 100, 11], ["x", 100, 12], ["x", 100, 12]], [[100, "a", "b"]], [[1, "F"]])
-    write_csv(raw_dir / "interactions" / "part-1.csv", ["user_id", "item_id", "timestamp"], [[" 1", 100, 10], [3, 100, 13], ["+2", 100, 11]])
+    header = ["user_id", "item_id", "timestamp"]
+    write_csv(raw_dir / "interactions" / "part-1.csv", header, [[" 1", 100, 10], [3, 100, 13], ["+2", 100, 11]])
+    write_csv(raw_dir / "interactions" / "part-2.csv", header, [["001", "0100", 10]])
     raw = read_raw_layout(spark, raw_dir)
-    checked = check_interactions(raw.interactions, spark.createDataFrame([(100,)], "item_id long"), None, partitions=3)
+    lines = raw.interaction_lines if second_scan == "text lines" else None
+    checked = check_interactions(raw.interactions, spark.createDataFrame([(100,)], "item_id long"), None, partitions=3, lines=lines)
     assert sorted(tuple(r) for r in checked.valid.collect()) == [(1, 100, 10), (2, 100, 11), (3, 100, 13)]
     assert checked.valid.rdd.getNumPartitions() == 3
-    assert checked.later_counts == {"duplicate event": 2}  # counted by the first scan; the lines come from a second
+    assert checked.later_counts == {"duplicate event": 3}  # counted by the first scan; the lines come from a second
     rejects = sorted((r["reason"], r["raw"], r["source"].rsplit("/", 1)[-1]) for r in checked.rejects.unionByName(checked.later_rejects()).collect())
     assert rejects == [
         ("duplicate event", " 1,100,10", "part-1.csv"),  # part-0.csv sorts first: its copies are kept...
+        ("duplicate event", "001,0100,10", "part-2.csv"),
         ("duplicate event", "1,100,10", "part-0.csv"),  # ...one of them: the other identical line is rejected
         ("user_id is not a non-negative integer", "+2,100,11", "part-1.csv"),  # parses as 2, but fails its check
         ("user_id is not a non-negative integer", "x,100,12", "part-0.csv"),
@@ -266,6 +273,23 @@ def test_duplicate_events_keep_the_first_copy_by_file_then_text(spark, tmp_path)
     ]
     for frame in checked.caches:
         frame.unpersist()
+
+
+def test_the_text_lines_of_a_csv_input_parse_like_the_csv_reader(spark, tmp_path):
+    """interaction_lines parses the lines it keeps into the columns the CSV reader gives (raw and source
+    included), quoted, malformed and header lines alike; the condition applies to the line's text."""
+    from rawdata import write_csv
+    from towerssl.etl.layout import read_raw_layout
+    from towerssl.etl.raw import LINE_COL
+
+    raw_dir = write_raw(tmp_path / "raw", [[1, 100, 10]], [[100, "a", "b"]], [[1, "F"]])
+    path = raw_dir / "interactions" / "part-0.csv"
+    path.write_text(path.read_text() + '"2","100","11"\n3,100\n"4,x",100,12\n5,100,13,extra\n')
+    raw = read_raw_layout(spark, raw_dir)
+    everything = raw.interaction_lines(F.lit(True))
+    header_row = ("user_id", "item_id", "timestamp")
+    assert sorted(tuple(r) for r in everything.collect() if tuple(r)[:3] != header_row) == sorted(tuple(r) for r in raw.interactions.collect())
+    assert [r["user_id"] for r in raw.interaction_lines(F.col(LINE_COL).contains("100,1")).collect()] == ["1", "4,x", "5"]
 
 
 def test_rejects_are_not_written_when_the_second_scan_disagrees_with_the_count(spark, tmp_path):
