@@ -278,7 +278,6 @@ def test_duplicate_events_keep_the_first_copy_by_file_then_text(spark, tmp_path,
 def test_the_text_lines_of_a_csv_input_parse_like_the_csv_reader(spark, tmp_path):
     """interaction_lines parses the lines it keeps into the columns the CSV reader gives (raw and source
     included), quoted, malformed and header lines alike; the condition applies to the line's text."""
-    from rawdata import write_csv
     from towerssl.etl.layout import read_raw_layout
     from towerssl.etl.raw import LINE_COL
 
