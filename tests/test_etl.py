@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from pyspark.sql import functions as F
 
@@ -315,3 +317,26 @@ def test_without_a_users_input_the_users_are_the_clickers(spark, tmp_path):
     assert sorted(r["user_idx"] for r in users.collect()) == [0, 1, 2, 3]
     assert summary["rows_rejected"] == {"interactions: duplicate event": 1}
     assert sum(summary["rows_written"][f"{s}_clicks"] for s in ("train", "valid", "test")) == len(interactions)
+
+
+def test_plainly_written_keys_skip_the_checks_only_where_the_checks_pass(spark):
+    """_plain_keys is a shortcut: on random keys (blanks, signs, leading zeros, too many digits, decimals,
+    letters, empties), every row it lets through passes every row check, so the first failure is the same
+    with and without it."""
+    from towerssl.etl.raw import CORRUPT_COL, RAW_COL
+    from towerssl.etl.validate import _click_row_checks, _first_failure, _plain_keys
+
+    rng = random.Random(7)
+    pieces = ["", " ", "\t", "+", "-", "0", "00", "7", "42", "1.5", "x", "9" * 12, "9" * 13, "9" * 18, "9" * 19, "\ufffd"]
+
+    def key() -> str:
+        return rng.choice([str(rng.randrange(10**6)), str(rng.randrange(10**12)), "".join(rng.choice(pieces) for _ in range(rng.randint(0, 3)))])
+
+    rows = [(key(), key(), key(), rng.choice([None, None, None, "broken line"])) for _ in range(3000)]
+    df = spark.createDataFrame(rows, f"user_id string, item_id string, timestamp string, {CORRUPT_COL} string")
+    df = df.withColumn(RAW_COL, F.coalesce(F.col(CORRUPT_COL), F.concat_ws(",", "user_id", "item_id", "timestamp")))
+    full = _first_failure(_click_row_checks(df))
+    result = df.select(_plain_keys(df).alias("plain"), full.alias("full"), F.when(~_plain_keys(df), full).alias("shortcut")).collect()
+    assert all(r["full"] is None for r in result if r["plain"])
+    assert all(r["full"] == r["shortcut"] for r in result)
+    assert 0 < sum(r["plain"] for r in result) < sum(r["full"] is None for r in result)  # some valid rows take the long way
