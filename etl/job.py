@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -25,7 +26,7 @@ from towerssl.errors import UsageError
 from towerssl.etl.layout import RawInputError, read_raw_layout
 from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import STRATEGIES, split_global, split_per_user
-from towerssl.etl.validate import CheckedClicks, check_entities, check_interactions
+from towerssl.etl.validate import Checked, CheckedClicks, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
 from towerssl.lake import MissingTableError, read_table, write_table
 from towerssl.spark import BROADCAST_ROWS, broadcast_if_small, scheduler_pool, spark_session
@@ -167,18 +168,27 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     user_fields = [f for f in raw.fields if f.owner == "user"]
     lengths = {"item": None, "user": None} | {f.name: (f.max_len or config.multi_length) if f.multi else None for f in raw.fields}
 
-    rows_in = {"interactions": raw.interactions.count(), "items": raw.items.count()}
-    if raw.users is not None:
-        rows_in["users"] = raw.users.count()
+    def validated(df: DataFrame, name: str, key: str, fields: list[FieldDef]) -> tuple[int, Checked, DataFrame]:
+        """The entities' row count, their checks and their valid rows (materialized)."""
+        checked = check_entities(df, name, key, tuple(fields), config.multi_hard_limit)
+        return df.count(), checked, _materialized(checked.valid)
+
+    stages = _Stages()
+    # The clicks are counted while items and users are validated: small jobs side by side keep both cores busy.
+    n_clicks, (n_items_in, items, valid_items), with_users = _concurrently(
+        spark,
+        raw.interactions.count,
+        lambda: validated(raw.items, "items", "item_id", item_fields),
+        lambda: validated(raw.users, "users", "user_id", user_fields) if raw.users is not None else None,
+    )
+    rows_in = {"interactions": n_clicks, "items": n_items_in}
+    users, valid_users = None, None
+    if with_users is not None:
+        rows_in["users"], users, valid_users = with_users
     for name, count in rows_in.items():
         if count == 0:
             raise RawInputError(f"{config.input}: the {name} input has no rows")
     log.info("read %s", ", ".join(f"{n:,} {k}" for k, n in rows_in.items()))
-    stages = _Stages()
-
-    items = check_entities(raw.items, "items", "item_id", tuple(item_fields), config.multi_hard_limit)
-    users = check_entities(raw.users, "users", "user_id", tuple(user_fields), config.multi_hard_limit) if raw.users is not None else None
-    valid_items, valid_users = _concurrently(spark, lambda: _materialized(items.valid), lambda: _materialized(users.valid) if users is not None else None)
     try:
         previous = _materialized(read_table(spark, config.lake, "vocab"))
     except MissingTableError:
@@ -236,20 +246,17 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         rejects = rejects.unionByName(users.rejects)
     rejects = _materialized(rejects.unionByName(clicks.rejects).withColumn("run_id", F.lit(run_id)))
 
-    # Conservation: every input row is written or rejected, per input. The duplicate events' lines are not
-    # scanned yet (that runs beside the writes), but their number is known.
+    def id_vocabulary() -> tuple[DataFrame, DataFrame]:
+        """Id counts on the training clicks and the id vocabulary (earlier indices kept)."""
+        ids = _materialized(id_counts(split.where(F.col("split") == "train"), list(ID_FIELDS)))
+        return ids, _materialized(build_vocab(ids, _fields_of(previous, ID_FIELDS, keep=True), config.min_count, config.id_min_count))
+
+    # The id vocabulary is made while the row counts are checked (nothing is written before the check passes).
     n_items, n_users = items_encoded.count(), users_encoded.count()
-    reject_counts = {(r["input"], r["reason"]): r["count"] for r in rejects.groupBy("input", "reason").count().collect()}
-    reject_counts |= {("interactions", reason): n for reason, n in clicks.later_counts.items()}
-    split_counts = dict(split.groupBy("split").count().collect())
-    rows_out = {"interactions": sum(split_counts.values()), "items": n_items, "users": n_users}
-    for name, count in rows_in.items():
-        rejected = sum(n for (source, _), n in reject_counts.items() if source == name)
-        if count != rows_out[name] + rejected:
-            raise RuntimeError(f"row count not conserved for {name}: {count} in, {rows_out[name]} written, {rejected} rejected")
-    for (source, reason), count in sorted(reject_counts.items()):
-        log.warning("rejected %d %s rows: %s", count, source, reason)
-    stages.done("rejects and row counts")
+    (reject_counts, split_counts), (ids, id_vocab) = _concurrently(
+        spark, partial(_conserved, rows_in, {"items": n_items, "users": n_users}, rejects, clicks.later_counts, split), id_vocabulary
+    )
+    stages.done("rejects, row counts and id vocabularies")
 
     config_record = config_dict(config)
     clicks_indexed = (  # the id maps are small next to the clicks: broadcast, they keep the clicks' partitions
@@ -260,14 +267,11 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     if max(n_items, n_users) > BROADCAST_ROWS:  # shuffled joins: back to click_files partitions
         clicks_indexed = clicks_indexed.repartition(config.click_files, "user_idx", "item_idx", "timestamp")
     with ThreadPoolExecutor(max_workers=len(TABLES), thread_name_prefix="etl-write") as writers:  # every table at once
-        # The clicks tables and rejects are final: written while the id vocabularies are made from train_clicks.
         written = [
             writers.submit(_in_pool, spark, f"etl-write-{'-'.join(splits)}", write_clicks, clicks_indexed, splits, config.lake, run_id, config_record)
             for splits in (("train",), ("valid", "test"))
         ]
         written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects, rejects, clicks, config.lake, run_id, config_record))
-        ids = _materialized(id_counts(split.where(F.col("split") == "train"), list(ID_FIELDS)))
-        id_vocab = _materialized(build_vocab(ids, _fields_of(previous, ID_FIELDS, keep=True), config.min_count, config.id_min_count))
         vocab = feature_vocab.unionByName(id_vocab)
         item_lengths = {"item": None} | {f.name: lengths[f.name] for f in item_fields}
         user_lengths = {"user": None} | {f.name: lengths[f.name] for f in user_fields}
@@ -283,13 +287,13 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         written += [writers.submit(_in_pool, spark, f"etl-write-{table}", write_table, df, config.lake, table, run_id, config_record) for table, df in outputs.items()]
         for future in written:
             future.result()
-    stages.done(f"id vocabularies and {len(TABLES)} tables written")
+    stages.done(f"{len(TABLES)} tables written")
     clicked_items = ids.where(F.col("field") == "item").count()  # the item ids of train_clicks
-    new_items = rows_out["items"] - clicked_items
+    new_items = n_items - clicked_items
     summary = {
         "run_id": run_id,
         "rows_in": rows_in,
-        "rows_written": {**rows_out, **{f"{s}_clicks": split_counts.get(s, 0) for s in ("train", "valid", "test")}},
+        "rows_written": {"interactions": sum(split_counts.values()), "items": n_items, "users": n_users, **{f"{s}_clicks": split_counts.get(s, 0) for s in ("train", "valid", "test")}},
         "rows_rejected": {f"{source}: {reason}": n for (source, reason), n in sorted(reject_counts.items())},
         "new_items": new_items,
         "seconds": round(time.time() - started, 1),
@@ -299,6 +303,24 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         for frame in checked.caches:
             frame.unpersist()
     return summary
+
+
+def _conserved(rows_in: dict[str, int], entities_out: dict[str, int], rejects: DataFrame, later_counts: dict[str, int],
+               split: DataFrame) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+    """Check that every input row is written or rejected, per input; return the reject counts per (input,
+    reason) and the clicks per split. The duplicate events' lines are not scanned yet (that runs beside the
+    writes), but their number is known (later_counts)."""
+    reject_counts = {(r["input"], r["reason"]): r["count"] for r in rejects.groupBy("input", "reason").count().collect()}
+    reject_counts |= {("interactions", reason): n for reason, n in later_counts.items()}
+    split_counts = dict(split.groupBy("split").count().collect())
+    rows_out = {"interactions": sum(split_counts.values()), **entities_out}
+    for name, count in rows_in.items():
+        rejected = sum(n for (source, _), n in reject_counts.items() if source == name)
+        if count != rows_out[name] + rejected:
+            raise RuntimeError(f"row count not conserved for {name}: {count} in, {rows_out[name]} written, {rejected} rejected")
+    for (source, reason), count in sorted(reject_counts.items()):
+        log.warning("rejected %d %s rows: %s", count, source, reason)
+    return reject_counts, split_counts
 
 
 def write_clicks(clicks: DataFrame, splits: tuple[str, ...], lake: str, run_id: str, config_record: dict[str, Any]) -> None:
