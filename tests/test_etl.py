@@ -230,18 +230,23 @@ def test_global_split_with_explicit_cutoffs(spark):
 
 
 @pytest.mark.parametrize("before", ["true", None])
-def test_the_job_runs_with_uncompressed_caches_and_restores_the_session_setting(spark, monkeypatch, before):
+def test_the_job_runs_with_its_settings_and_restores_the_session_ones(spark, monkeypatch, before):
+    """Uncompressed caches, and file scans of at least 4 tasks per core unless the session sets a minimum."""
     from towerssl.etl import job
 
     seen = []
-    monkeypatch.setattr(job, "_run_etl", lambda spark_, config, run_id: seen.append(spark_.conf.get(job.CACHE_COMPRESSION)) or {})
-    if before is None:
-        spark.conf.unset(job.CACHE_COMPRESSION)
-    else:
-        spark.conf.set(job.CACHE_COMPRESSION, before)
+    monkeypatch.setattr(job, "_run_etl", lambda spark_, config, run_id: seen.append(
+        (spark_.conf.get(job.CACHE_COMPRESSION), spark_.conf.get(job.MIN_FILE_PARTITIONS))) or {})
+    for key, value in ((job.CACHE_COMPRESSION, before), (job.MIN_FILE_PARTITIONS, before and "3")):
+        if value is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, value)
     job.run_etl(spark, EtlConfig(input="unused", lake="unused"))
-    assert seen == ["false"]
+    assert seen == [("false", "3" if before else str(4 * spark.sparkContext.defaultParallelism))]
     assert spark.conf.get(job.CACHE_COMPRESSION, None) == before
+    assert spark.conf.get(job.MIN_FILE_PARTITIONS, None) == (before and "3")
+    spark.conf.unset(job.MIN_FILE_PARTITIONS)
 
 
 @pytest.mark.parametrize("second_scan", ["text lines", "whole input"])
