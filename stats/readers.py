@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from pyspark.sql import SparkSession
 
 from towerssl.errors import UsageError
@@ -32,8 +33,13 @@ def load_mi_matrix(spark: SparkSession, lake: str | Path, fields: Sequence[str],
     return mi_matrix([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], list(fields))
 
 
+def log_p_by_item(stats: pa.Table, n_items: int | None = None) -> np.ndarray:
+    """log p_j as a float64 array indexed by item_idx, from item_stats' item_idx and log_p columns (every
+    item_idx 0..n-1 once, else a UsageError naming the table)."""
+    order = dense_order(stats, "item_idx", "item_stats", "stats", n_items)
+    return stats.column("log_p").to_numpy(zero_copy_only=False)[order].astype(np.float64)
+
+
 def load_log_p(spark: SparkSession, lake: str | Path, n_items: int | None = None) -> np.ndarray:
-    """log p_j per item as a float64 array indexed by item_idx, read from item_stats' pinned data files."""
-    table = read_snapshot(pinned_snapshot(spark, lake, "item_stats"), ["item_idx", "log_p"])
-    order = dense_order(table, "item_idx", "item_stats", "stats", n_items)
-    return table.column("log_p").to_numpy(zero_copy_only=False)[order].astype(np.float64)
+    """log p_j per item (log_p_by_item), read from item_stats' pinned data files."""
+    return log_p_by_item(read_snapshot(pinned_snapshot(spark, lake, "item_stats"), ["item_idx", "log_p"]), n_items)

@@ -79,8 +79,9 @@ def feature_tensors(manifest: Manifest, table: str, fields: tuple[FieldSpec, ...
 
 
 def item_log_p(manifest: Manifest, n_items: int) -> torch.Tensor:
-    stats = manifest.read("item_stats", ["item_idx", "log_p"])
-    return torch.from_numpy(stats.column("log_p").to_numpy()[dense_order(stats, "item_idx", "item_stats", "stats", n_items)].astype(np.float32)).reshape(n_items)
+    from towerssl.stats.readers import log_p_by_item
+
+    return torch.from_numpy(log_p_by_item(manifest.read("item_stats", ["item_idx", "log_p"]), n_items).astype(np.float32))
 
 
 def item_clicks(manifest: Manifest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
