@@ -225,7 +225,9 @@ def _duplicate_events(df: DataFrame, lines: Callable[[Column], DataFrame] | None
     PREFILTER_KEYS keys it parses only the lines whose text may hold one (a substring test, a few times
     cheaper than parsing every line); otherwise it parses the whole input again."""
     if lines is not None and n_repeated <= PREFILTER_KEYS:
-        df = lines(_may_hold(repeated.collect()))
+        keys = repeated.collect()
+        df = lines(_may_hold(keys))
+        repeated = df.sparkSession.createDataFrame(keys, repeated.schema)  # the keys at hand: the clicks are not scanned for them again
     parsed = df.select(*[F.trim(c).cast("long").alias(f"_{c}") for c in KEYS], *df.columns)
     matched = parsed.join(broadcast_if_small(repeated.select(*[F.col(c).alias(f"_{c}") for c in KEYS]), n_repeated), [f"_{c}" for c in KEYS], "left_semi")
     # Materialized before the checks: Spark would push them below the join and run them on every row again.
