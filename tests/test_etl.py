@@ -282,6 +282,25 @@ def test_duplicate_events_keep_the_first_copy_by_file_then_text(spark, tmp_path,
         frame.unpersist()
 
 
+def test_more_repeated_keys_than_the_prefilter_takes_parse_the_whole_input(spark, tmp_path, monkeypatch):
+    """Past PREFILTER_KEYS repeated keys the second scan does not read the text lines (its substring test would
+    grow with every key); it parses the whole input and finds the same duplicate lines."""
+    from towerssl.etl import validate
+    from towerssl.etl.layout import read_raw_layout
+
+    raw_dir = write_raw(tmp_path / "raw", [[1, 100, 10], [1, 100, 10], [2, 100, 11], [2, 100, 11]], [[100, "a", "b"]], [[1, "F"]])
+    raw = read_raw_layout(spark, raw_dir)
+
+    def lines_not_read(condition):
+        raise AssertionError("the text lines were read for more keys than PREFILTER_KEYS")
+
+    monkeypatch.setattr(validate, "PREFILTER_KEYS", 1)
+    checked = validate.check_interactions(raw.interactions, spark.createDataFrame([(100,)], "item_id long"), None, partitions=2, lines=lines_not_read)
+    assert sorted(r["raw"] for r in checked.later_rejects().collect()) == ["1,100,10", "2,100,11"]
+    for frame in checked.caches:
+        frame.unpersist()
+
+
 def test_the_text_lines_of_a_csv_input_parse_like_the_csv_reader(spark, tmp_path):
     """interaction_lines parses the lines it keeps into the columns the CSV reader gives (raw and source
     included), quoted, malformed and header lines alike; the condition applies to the line's text."""
