@@ -66,5 +66,6 @@ def main() -> None:
     }
     print(json.dumps(result, indent=1))
 
+
 if __name__ == "__main__":
     main()
