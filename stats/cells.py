@@ -25,6 +25,7 @@ CHUNK_ROWS = 524_288  # items per numpy pass: bounds a chunk's memory, large eno
 SCHEMA = pa.schema([("a", pa.int32()), ("b", pa.int32()), ("part", pa.int32()), ("x", pa.int32()), ("y", pa.int32()), ("m", pa.float64()), ("s", pa.float64())])
 SPARK_SCHEMA = "a int, b int, part int, x int, y int, m double, s double"
 WEIGHT = "__weight"  # the input column holding w_i when items are weighted
+FILE_BATCH_ROWS = 65_536  # rows per batch when a task reads Parquet files itself
 
 
 @dataclass(frozen=True)
@@ -187,21 +188,45 @@ def reducer_of(batch: pa.RecordBatch, reducers: int) -> np.ndarray:
     return ((key * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(40)) % np.uint64(reducers)
 
 
-def cell_blobs(batches: Iterator[pa.RecordBatch], plan: CellPlan, reducers: int, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body of the map side: the task's cells (cell_batches), one Arrow IPC blob per reducer."""
+def reducer_blobs(batches: Iterator[pa.RecordBatch], plan: CellPlan, reducers: int, chunk_rows: int = CHUNK_ROWS) -> list[tuple[int, bytes]]:
+    """The cells of a task's items (cell_batches), packed into one Arrow IPC blob per reducer: (reducer, blob)."""
     made = [b for b in cell_batches(batches, plan, chunk_rows) if b.num_rows]
     if not made:
-        return
+        return []
     cells = pa.Table.from_batches(made, schema=SCHEMA).combine_chunks().to_batches()[0]
     target = reducer_of(cells, reducers)
     order = np.argsort(target, kind="stable")
     bounds = np.searchsorted(target[order], np.arange(reducers + 1))
-    rs, blobs = [], []
-    for r in range(reducers):
-        if bounds[r + 1] > bounds[r]:
-            rs.append(r)
-            blobs.append(cells.take(pa.array(order[bounds[r]:bounds[r + 1]])).serialize().to_pybytes())
-    yield pa.RecordBatch.from_arrays([pa.array(rs, pa.int32()), pa.array(blobs, pa.binary())], names=["r", "cells"])
+    return [(r, cells.take(pa.array(order[bounds[r]:bounds[r + 1]])).serialize().to_pybytes())
+            for r in range(reducers) if bounds[r + 1] > bounds[r]]
+
+
+def cell_blobs(batches: Iterator[pa.RecordBatch], plan: CellPlan, reducers: int, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body of the map side over a DataFrame's items: reducer_blobs as one (r, cells) batch."""
+    blobs = reducer_blobs(batches, plan, reducers, chunk_rows)
+    if blobs:
+        rs, data = zip(*blobs)
+        yield pa.RecordBatch.from_arrays([pa.array(rs, pa.int32()), pa.array(data, pa.binary())], names=["r", "cells"])
+
+
+def file_blobs(splits: Iterator[tuple[str, int, int]], plan: CellPlan, reducers: int, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, bytes]]:
+    """mapPartitions body of the map side reading Parquet files itself (no JVM scan, no Arrow transfer from
+    the JVM): a split (uri, part, parts) is the file's row groups part, part + parts, part + 2 parts, ..."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for uri, part, parts in splits:
+            filesystem, path = pafs.FileSystem.from_uri(uri)
+            with filesystem.open_input_file(path) as source:
+                parquet = pq.ParquetFile(source)
+                groups = list(range(part, parquet.num_row_groups, parts))
+                if groups:
+                    yield from parquet.iter_batches(batch_size=FILE_BATCH_ROWS, row_groups=groups, columns=list(plan.names))
+
+    if plan.weighted:
+        raise ValueError("file_blobs reads the fields only: weighted items come through cell_blobs")
+    yield from reducer_blobs(batches(), plan, reducers, chunk_rows)
 
 
 def pair_sums(cells: pa.Table) -> pa.RecordBatch:

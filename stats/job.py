@@ -16,11 +16,11 @@ from pyspark.sql import SparkSession
 
 from towerssl.config import build_config, config_dict
 from towerssl.errors import UsageError
-from towerssl.lake import read_table, write_table
+from towerssl.lake import pinned_snapshot, read_table, write_table
 from towerssl.spark import scheduler_pool, spark_session
 from towerssl.stats.fields import item_fields
 from towerssl.stats.heatmap import plot_mi_heatmap
-from towerssl.stats.mi import FeatureMI, compute_feature_mi
+from towerssl.stats.mi import FeatureMI, compute_feature_mi, snapshot_feature_mi
 from towerssl.stats.popularity import BUCKETS, DEFAULT_NEW_ITEM_FLOOR, check_new_item_floor, click_counts, popularity
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
     run_id = run_id or uuid.uuid4().hex[:12]
     record = {"lake": str(lake), **config_dict(config)}
     started = time.time()
-    items = read_table(spark, lake, "items")
+    items_snapshot = pinned_snapshot(spark, lake, "items")  # popularity and MI see the same version
+    items = read_table(spark, lake, "items", items_snapshot.version)
     train_clicks = read_table(spark, lake, "train_clicks")
     fields = item_fields(read_table(spark, lake, "fields"), items)
     log.info("item fields: %s", ", ".join(f"{f.name}[{f.length}]" if f.multi else f.name for f in fields))
@@ -71,8 +72,12 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
         spark.sparkContext.setJobGroup(mi_group, "feature_mi", interruptOnCancel=True)
         scheduler_pool(spark, "stats-mi")  # shares the cores with popularity's jobs (FAIR) instead of queueing behind or ahead
         mi_started = time.time()
-        mi_items = items.join(clicks.where("listed").select("item_idx", "clicks"), "item_idx") if weighted else items
-        result = compute_feature_mi(mi_items, fields, weight="clicks" if weighted else None)
+        if weighted:
+            result = compute_feature_mi(items.join(clicks.where("listed").select("item_idx", "clicks"), "item_idx"), fields, weight="clicks")
+        elif all(uri.startswith("file:") for uri in items_snapshot.files):
+            result = snapshot_feature_mi(spark, items_snapshot, fields)  # the tasks read the snapshot's files
+        else:  # a Hadoop file system (s3a, abfss, hdfs): pyarrow lacks its schemes or its credentials, Spark has them
+            result = compute_feature_mi(items, fields)
         mi_s = time.time() - mi_started
         checked.result()  # raises if the check failed: nothing is written
         write_table(result.frame(spark), lake, "feature_mi", run_id, record)  # beside item_stats' write

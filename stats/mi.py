@@ -8,8 +8,8 @@ w_i / (|A_i| |B_i|) to every cell (u, v) in A_i x B_i. So p(u, v) = mass(u, v) /
 those of this joint, and MI(U, V) = sum p(u, v) ln(p(u, v) / (p(u) p(v))) is a true MI (>= 0, in nats).
 The diagonal holds H(U) over the items with at least one valid U value.
 
-How (docs/stats.md): each Spark task turns its items into cells with numpy (stats/cells.py, through
-mapInArrow, chunk by chunk): the joint cells of every pair, the pair's marginals summed from them, the
+How (docs/stats.md): each Spark task turns its items into cells with numpy (stats/cells.py, chunk by
+chunk, reading a Delta snapshot's Parquet files itself, or given a DataFrame's rows through mapInArrow): the joint cells of every pair, the pair's marginals summed from them, the
 diagonal's cells, packed into one Arrow blob per reducer; Spark shuffles the blobs, each reducer sums
 its share of the cells and m ln m per pair with numpy (cells.sum_blobs), and the driver adds the
 reducers' per-pair rows up and computes
@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-from pyspark import cloudpickle
+from pyspark import RDD, cloudpickle
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from towerssl.lake import Snapshot
 from towerssl.stats import cells
 from towerssl.stats.fields import ID_FIELD, ItemField
 
@@ -69,26 +70,55 @@ def compute_feature_mi(items: DataFrame, fields: list[ItemField], weight: str | 
     nmi = MI / sqrt(H(U) H(V)) with the pair's marginal entropies (in [0, 1]; 0 when either is 0); the
     diagonal has nmi 1 (0 for a constant field). A pair with no eligible item has mi = nmi = 0.
     """
+    plan = _plan(fields, unique, weighted=weight is not None)
+    columns = [F.col(f.name) for f in fields] + ([F.col(weight).cast("double").alias(cells.WEIGHT)] if weight else [])
+    made = items.select(*columns)
+    reducers = reducers or _reducers(items.sparkSession, made.rdd.getNumPartitions())
+    blobs = made.mapInArrow(partial(cells.cell_blobs, plan=plan, reducers=reducers), cells.BLOB_SPARK_SCHEMA)
+    return _sum_blobs(blobs.rdd.map(lambda row: (row[0], row[1])), reducers, plan.names)
+
+
+def snapshot_feature_mi(spark: SparkSession, snapshot: Snapshot, fields: list[ItemField], unique: Iterable[str] = (ID_FIELD,),
+                        reducers: int | None = None, tasks: int | None = None) -> FeatureMI:
+    """compute_feature_mi over a pinned Delta snapshot of `items`, each item weighing 1, with the tasks
+    reading the snapshot's Parquet files themselves (pyarrow, as the trainer does) instead of a Spark scan
+    handing them rows through Arrow: the same cells and sums, about half the map side's CPU.
+
+    tasks (default: the cores) spreads the files' row groups over at least that many map tasks."""
+    plan = _plan(fields, unique, weighted=False)
+    tasks = tasks or spark.sparkContext.defaultParallelism
+    parts = max(1, -(-tasks // max(1, len(snapshot.files))))
+    splits = [(uri, part, parts) for uri in snapshot.files for part in range(parts)]
+    reducers = reducers or _reducers(spark, len(splits))
+    blobs = spark.sparkContext.parallelize(splits, max(1, len(splits))).mapPartitions(partial(cells.file_blobs, plan=plan, reducers=reducers))
+    return _sum_blobs(blobs, reducers, plan.names)
+
+
+def _plan(fields: list[ItemField], unique: Iterable[str], weighted: bool) -> cells.CellPlan:
     unique = set(unique)
-    plan = cells.CellPlan(
+    return cells.CellPlan(
         names=tuple(f.name for f in fields),
         lengths=tuple(f.length if f.multi else 1 for f in fields),
         unique=tuple(f.name in unique for f in fields),
-        weighted=weight is not None,
+        weighted=weighted,
     )
-    columns = [F.col(f.name) for f in fields] + ([F.col(weight).cast("double").alias(cells.WEIGHT)] if weight else [])
-    spark = items.sparkSession
-    made = items.select(*columns)
-    # as many reducers as map tasks (at least the shuffle partitions): a reducer holds about one task's cells
-    reducers = reducers or max(int(spark.conf.get("spark.sql.shuffle.partitions")), made.rdd.getNumPartitions())
-    blobs = made.mapInArrow(partial(cells.cell_blobs, plan=plan, reducers=reducers), cells.BLOB_SPARK_SCHEMA)
-    keyed = blobs.rdd.map(lambda row: (row[0], row[1])).partitionBy(reducers, cells.reducer_partition)
+
+
+def _reducers(spark: SparkSession, map_tasks: int) -> int:
+    """As many reducers as map tasks, at least the shuffle partitions: a reducer holds about one task's cells."""
+    return max(int(spark.conf.get("spark.sql.shuffle.partitions")), map_tasks)
+
+
+def _sum_blobs(blobs: RDD, reducers: int, names: tuple[str, ...]) -> FeatureMI:
+    """Shuffle the (reducer, blob) records, sum each reducer's cells per pair, add the reducers' rows up on
+    the driver (at most reducers x k(k+1)/2 of them) and finish."""
+    keyed = blobs.partitionBy(reducers, cells.reducer_partition)
     per_pair: dict[tuple[int, int], list[float]] = {}
-    for a, b, *values in keyed.mapPartitions(cells.sum_blobs).collect():  # at most reducers x k(k+1)/2 rows
+    for a, b, *values in keyed.mapPartitions(cells.sum_blobs).collect():
         total = per_pair.setdefault((a, b), [0.0, 0.0, 0.0, 0.0])
         for i, value in enumerate(values):
             total[i] += value
-    return finish([f.name for f in fields], [(a, b, *sums) for (a, b), sums in per_pair.items()])
+    return finish(list(names), [(a, b, *sums) for (a, b), sums in per_pair.items()])
 
 
 def feature_mi(items: DataFrame, fields: list[ItemField], weight: str | None = None, unique: Iterable[str] = (ID_FIELD,)) -> DataFrame:

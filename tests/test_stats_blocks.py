@@ -3,14 +3,17 @@ per-reducer sums, and run_stats' failure path (nothing written)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from celldata import PLAN, random_items
 from towerssl.errors import UsageError
 from towerssl.lake import MissingTableError, read_table, write_table
-from towerssl.stats.cells import SCHEMA, cell_batches, cell_blobs, pair_sums, sum_blobs
+from towerssl.stats.cells import SCHEMA, WEIGHT, cell_batches, cell_blobs, file_blobs, pair_sums, sum_blobs
 from towerssl.stats.job import StatsConfig, run_stats
 from towerssl.stats.popularity import BLOCK_BITS, click_counts, popularity
 
@@ -39,6 +42,25 @@ def test_pair_sums_over_reducers_equal_the_sums_of_all_cells(reducers):
             assert 0 <= r < reducers
             by_reducer.setdefault(r, []).append(blob)
     reduced = [row for r, group in by_reducer.items() for row in sum_blobs((r, bytearray(blob)) for blob in group)]
+    got = as_dict([pa.RecordBatch.from_pylist([dict(zip(("a", "b", "n", "s_ab", "s_a", "s_b"), row)) for row in reduced])])
+    assert got.keys() == direct.keys()
+    for pair in direct:
+        np.testing.assert_allclose(got[pair], direct[pair], rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_tasks_reading_a_file_in_parts_make_the_cells_of_the_whole_table(tmp_path, parts):
+    """file_blobs: a Parquet file of several row groups read by `parts` tasks (row groups part, part + parts,
+    ...) gives, reduced, the pair sums of the same items handed over as Arrow batches."""
+    plan = replace(PLAN, weighted=False)
+    table = random_items(np.random.default_rng(5), 300, brands=30).drop([WEIGHT])
+    pq.write_table(table, tmp_path / "items.parquet", row_group_size=70)  # 5 row groups
+    assert pq.ParquetFile(tmp_path / "items.parquet").num_row_groups == 5
+    direct = as_dict([pair_sums(pa.Table.from_batches(list(cell_batches(iter(table.to_batches()), plan)), schema=SCHEMA))])
+
+    uri = (tmp_path / "items.parquet").as_uri()
+    blobs = [blob for part in range(parts) for blob in file_blobs(iter([(uri, part, parts)]), plan, reducers=4, chunk_rows=100)]
+    reduced = [row for r in range(4) for row in sum_blobs(b for b in blobs if b[0] == r)]
     got = as_dict([pa.RecordBatch.from_pylist([dict(zip(("a", "b", "n", "s_ab", "s_a", "s_b"), row)) for row in reduced])])
     assert got.keys() == direct.keys()
     for pair in direct:

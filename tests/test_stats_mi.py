@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from towerssl.errors import UsageError
-from towerssl.lake import read_table, write_table
+from towerssl.lake import pinned_snapshot, read_table, write_table
 from towerssl.stats.fields import ItemField, item_fields
-from towerssl.stats.mi import feature_mi
+from towerssl.stats.mi import FeatureMI, feature_mi, snapshot_feature_mi
 from towerssl.stats.readers import load_mi_matrix
 
 FIELDS = [
@@ -91,14 +91,7 @@ def random_lake(spark, tmp_path_factory):
     return lake, rows
 
 
-@pytest.mark.parametrize("weighted, unique", [(False, ("item",)), (False, ()), (True, ("item",))])
-def test_feature_mi_equals_brute_force_reference(spark, random_lake, weighted, unique):
-    lake, rows = random_lake
-    names = [f.name for f in FIELDS]
-    items = read_table(spark, lake, "items")
-    got = {(r.field_a, r.field_b): (r.mi, r.nmi) for r in feature_mi(items, FIELDS, "clicks" if weighted else None, unique).collect()}
-    expected = reference(rows, names, weighted)
-
+def check_against_reference(got: dict, expected: dict, names: list[str]) -> None:
     assert sorted(got) == sorted(expected)  # every ordered pair exactly once, diagonal included
     for pair, (mi, nmi) in expected.items():
         assert got[pair][0] == pytest.approx(mi, abs=1e-9), pair
@@ -107,6 +100,36 @@ def test_feature_mi_equals_brute_force_reference(spark, random_lake, weighted, u
         assert mi >= 0 and 0 <= nmi <= 1
         assert (mi, nmi) == got[(b, a)]
     assert all(got[(name, name)][0] > 0 for name in names)
+
+
+def as_pairs(result: FeatureMI) -> dict[tuple[str, str], tuple[float, float]]:
+    return {(a, b): (mi, nmi) for a, b, mi, nmi in result.rows()}
+
+
+@pytest.mark.parametrize("weighted, unique", [(False, ("item",)), (False, ()), (True, ("item",))])
+def test_feature_mi_equals_brute_force_reference(spark, random_lake, weighted, unique):
+    lake, rows = random_lake
+    names = [f.name for f in FIELDS]
+    items = read_table(spark, lake, "items")
+    got = {(r.field_a, r.field_b): (r.mi, r.nmi) for r in feature_mi(items, FIELDS, "clicks" if weighted else None, unique).collect()}
+    check_against_reference(got, reference(rows, names, weighted), names)
+
+
+@pytest.mark.parametrize("unique", [("item",), ()])
+def test_mi_from_the_snapshot_files_equals_the_reference_and_reads_only_the_pinned_version(spark, tmp_path, unique):
+    """The tasks read the snapshot's Parquet files themselves: the same MI as the reference, with more
+    tasks than files (row groups spread over parts, some parts empty), and the files an overwrite left in
+    the directory are not read."""
+    names = [f.name for f in FIELDS]
+    first, second = random_items(np.random.default_rng(21), 300), random_items(np.random.default_rng(22), 500)
+    write_table(spark.createDataFrame(first, SCHEMA).repartition(3), tmp_path, "items", run_id="first", config={})
+    write_table(spark.createDataFrame(second, SCHEMA).repartition(2), tmp_path, "items", run_id="second", config={})
+    latest = pinned_snapshot(spark, tmp_path, "items")
+    assert len(list((tmp_path / "items").glob("*.parquet"))) > len(latest.files)  # the old files are still there
+
+    check_against_reference(as_pairs(snapshot_feature_mi(spark, latest, FIELDS, unique, tasks=5)), reference(second, names, False), names)
+    check_against_reference(as_pairs(snapshot_feature_mi(spark, pinned_snapshot(spark, tmp_path, "items", version=0), FIELDS, unique)),
+                            reference(first, names, False), names)
 
 
 def test_mi_of_a_single_valued_field_with_itself_is_its_entropy(spark):
