@@ -215,6 +215,9 @@ def file_blobs(splits: Iterator[tuple[str, int, int]], plan: CellPlan, reducers:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
+    if plan.weighted:
+        raise ValueError("file_blobs reads the fields only: weighted items come through cell_blobs")
+
     def batches() -> Iterator[pa.RecordBatch]:
         for uri, part, parts in splits:
             filesystem, path = pafs.FileSystem.from_uri(uri)
@@ -224,8 +227,6 @@ def file_blobs(splits: Iterator[tuple[str, int, int]], plan: CellPlan, reducers:
                 if groups:
                     yield from parquet.iter_batches(batch_size=FILE_BATCH_ROWS, row_groups=groups, columns=list(plan.names))
 
-    if plan.weighted:
-        raise ValueError("file_blobs reads the fields only: weighted items come through cell_blobs")
     yield from reducer_blobs(batches(), plan, reducers, chunk_rows)
 
 

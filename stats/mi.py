@@ -9,10 +9,10 @@ those of this joint, and MI(U, V) = sum p(u, v) ln(p(u, v) / (p(u) p(v))) is a t
 The diagonal holds H(U) over the items with at least one valid U value.
 
 How (docs/stats.md): each Spark task turns its items into cells with numpy (stats/cells.py, chunk by
-chunk, reading a Delta snapshot's Parquet files itself, or given a DataFrame's rows through mapInArrow): the joint cells of every pair, the pair's marginals summed from them, the
-diagonal's cells, packed into one Arrow blob per reducer; Spark shuffles the blobs, each reducer sums
-its share of the cells and m ln m per pair with numpy (cells.sum_blobs), and the driver adds the
-reducers' per-pair rows up and computes
+chunk, reading a Delta snapshot's Parquet files itself, or given a DataFrame's rows through mapInArrow):
+the joint cells of every pair, the pair's marginals summed from them, the diagonal's cells, packed into
+one Arrow blob per reducer; Spark shuffles the blobs, each reducer sums its share of the cells and m ln m
+per pair with numpy (cells.sum_blobs), and the driver adds the reducers' per-pair rows up and computes
   H = ln N - (1/N) sum_cells m ln m,  MI = H(U) + H(V) - H(U, V).
 A field whose every value belongs to one item only (the item id, by the index contract) never needs the
 shuffle: its cells are that item's own, so the item adds its closed-form sum of m ln m directly
