@@ -20,7 +20,7 @@ from towerssl.lake import pinned_snapshot, read_table, write_table
 from towerssl.spark import scheduler_pool, spark_session
 from towerssl.stats.fields import item_fields
 from towerssl.stats.heatmap import plot_mi_heatmap
-from towerssl.stats.mi import FeatureMI, compute_feature_mi, snapshot_feature_mi
+from towerssl.stats.mi import FeatureMI, compute_feature_mi, readable_by_tasks, snapshot_feature_mi
 from towerssl.stats.popularity import BUCKETS, DEFAULT_NEW_ITEM_FLOOR, check_new_item_floor, click_counts, popularity
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
         mi_started = time.time()
         if weighted:
             result = compute_feature_mi(items.join(clicks.where("listed").select("item_idx", "clicks"), "item_idx"), fields, weight="clicks")
-        elif all(uri.startswith("file:") for uri in items_snapshot.files):
+        elif readable_by_tasks(items_snapshot):
             result = snapshot_feature_mi(spark, items_snapshot, fields)  # the tasks read the snapshot's files
-        else:  # a Hadoop file system (s3a, abfss, hdfs): pyarrow lacks its schemes or its credentials, Spark has them
+        else:  # the rows come from a Spark scan, which has the Hadoop file systems and their credentials
             result = compute_feature_mi(items, fields)
         mi_s = time.time() - mi_started
         checked.result()  # raises if the check failed: nothing is written

@@ -94,6 +94,12 @@ def snapshot_feature_mi(spark: SparkSession, snapshot: Snapshot, fields: list[It
     return _sum_blobs(blobs, reducers, plan.names)
 
 
+def readable_by_tasks(snapshot: Snapshot) -> bool:
+    """Whether snapshot_feature_mi's tasks can read the files with pyarrow: local or mounted paths (file:)
+    only. Hadoop file systems (s3a, abfss, hdfs) have schemes or credentials pyarrow does not share."""
+    return bool(snapshot.files) and all(uri.startswith("file:") for uri in snapshot.files)
+
+
 def _plan(fields: list[ItemField], unique: Iterable[str], weighted: bool) -> cells.CellPlan:
     unique = set(unique)
     return cells.CellPlan(

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from towerssl.errors import UsageError
-from towerssl.lake import pinned_snapshot, read_table, write_table
+from towerssl.lake import Snapshot, pinned_snapshot, read_table, write_table
 from towerssl.stats.fields import ItemField, item_fields
-from towerssl.stats.mi import FeatureMI, feature_mi, snapshot_feature_mi
+from towerssl.stats.mi import FeatureMI, feature_mi, readable_by_tasks, snapshot_feature_mi
 from towerssl.stats.readers import load_mi_matrix
 
 FIELDS = [
@@ -130,6 +130,17 @@ def test_mi_from_the_snapshot_files_equals_the_reference_and_reads_only_the_pinn
     check_against_reference(as_pairs(snapshot_feature_mi(spark, latest, FIELDS, unique, tasks=5)), reference(second, names, False), names)
     check_against_reference(as_pairs(snapshot_feature_mi(spark, pinned_snapshot(spark, tmp_path, "items", version=0), FIELDS, unique)),
                             reference(first, names, False), names)
+
+
+@pytest.mark.parametrize("files, readable", [
+    (("file:/lake/items/part-0.parquet", "file:///lake/items/part-1.parquet"), True),
+    (("s3a://bucket/lake/items/part-0.parquet",), False),
+    (("file:/lake/items/part-0.parquet", "hdfs://nn/lake/items/part-1.parquet"), False),
+    (("abfss://c@account.dfs.core.windows.net/lake/items/part-0.parquet",), False),
+    ((), False),
+])
+def test_the_tasks_read_the_files_only_on_a_local_lake(files, readable):
+    assert readable_by_tasks(Snapshot(path="lake/items", version=0, files=files)) is readable
 
 
 def test_mi_of_a_single_valued_field_with_itself_is_its_entropy(spark):
