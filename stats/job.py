@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 
 from towerssl.config import build_config, config_dict
 from towerssl.errors import UsageError
-from towerssl.lake import pinned_snapshot, read_table, write_table
+from towerssl.lake import pinned_table, read_table, write_table
 from towerssl.spark import scheduler_pool, spark_session
 from towerssl.stats.fields import item_fields
 from towerssl.stats.heatmap import plot_mi_heatmap
@@ -57,8 +57,7 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
     run_id = run_id or uuid.uuid4().hex[:12]
     record = {"lake": str(lake), **config_dict(config)}
     started = time.time()
-    items_snapshot = pinned_snapshot(spark, lake, "items")  # popularity and MI see the same version
-    items = read_table(spark, lake, "items", items_snapshot.version)
+    items, items_snapshot = pinned_table(spark, lake, "items")  # popularity and MI see the same version
     train_clicks = read_table(spark, lake, "train_clicks")
     fields = item_fields(read_table(spark, lake, "fields"), items)
     log.info("item fields: %s", ", ".join(f"{f.name}[{f.length}]" if f.multi else f.name for f in fields))

@@ -66,13 +66,19 @@ class Snapshot:
     files: tuple[str, ...]
 
 
+def pinned_table(spark: SparkSession, lake: str | Path, table: str, version: int | None = None) -> tuple[DataFrame, Snapshot]:
+    """A table version (latest if None) as a DataFrame and as its exact file list, from one load: a job
+    that reads the version through Spark and outside it sees the same rows."""
+    path = table_path(lake, table)
+    version = latest_version(spark, path) if version is None else version
+    df = read_table(spark, lake, table, version)
+    return df, Snapshot(path=path, version=version, files=tuple(sorted(df.inputFiles())))
+
+
 def pinned_snapshot(spark: SparkSession, lake: str | Path, table: str, version: int | None = None) -> Snapshot:
     """The file list of a table version (latest if None). Never list the raw directory: it also holds
     files that earlier versions removed."""
-    path = table_path(lake, table)
-    version = latest_version(spark, path) if version is None else version
-    files = spark.read.format("delta").option("versionAsOf", version).load(path).inputFiles()
-    return Snapshot(path=path, version=version, files=tuple(sorted(files)))
+    return pinned_table(spark, lake, table, version)[1]
 
 
 def commit_metadata(spark: SparkSession, lake: str | Path, table: str) -> dict[str, Any]:
