@@ -111,3 +111,25 @@ def test_an_unlisted_click_stops_run_stats_before_either_table_is_written(spark,
     for table in ("item_stats", "feature_mi"):
         with pytest.raises(MissingTableError):
             read_table(spark, tmp_path, table)
+
+
+@pytest.mark.parametrize("weighting, reads_files", [("items", True), ("clicks", False)])
+def test_run_stats_mi_tasks_read_the_pinned_items_files_on_a_local_lake(spark, tmp_path, monkeypatch, weighting, reads_files):
+    """Item weighting on a local lake: the MI tasks read the files of the items version popularity reads
+    (the latest), and feature_mi is written; click weighting joins the clicks, so it keeps the Spark scan."""
+    from towerssl.lake import latest_version, table_path
+    from towerssl.stats import job
+
+    items = spark.createDataFrame([(i, 10 + i, i + 3, i % 2 + 3) for i in range(6)], "item_idx int, item_id long, item int, colour int")
+    clicks = spark.createDataFrame([(0, i % 6, 1, 10 + i % 6, i) for i in range(9)], "user_idx int, item_idx int, user_id long, item_id long, timestamp long")
+    fields = spark.createDataFrame([("item", "item", False, 1, 9, 0), ("colour", "item", False, 1, 5, 1)],
+                                   "field string, owner string, multi boolean, length int, cardinality int, position int")
+    for name, frame in (("items", items), ("items", items.where("item_idx < 5")), ("train_clicks", clicks.where("item_idx < 5")), ("fields", fields)):
+        write_table(frame, tmp_path, name, "test", {})  # items twice: the latest version is 1
+    read = []
+    real = job.snapshot_feature_mi
+    monkeypatch.setattr(job, "snapshot_feature_mi", lambda spark, snapshot, fields: read.append(snapshot) or real(spark, snapshot, fields))
+
+    run_stats(spark, tmp_path, StatsConfig(mi_weighting=weighting))
+    assert [s.version for s in read] == ([latest_version(spark, table_path(tmp_path, "items"))] if reads_files else [])
+    assert read_table(spark, tmp_path, "feature_mi").count() == 4
