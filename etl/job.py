@@ -25,7 +25,7 @@ from towerssl.config import build_config, config_dict
 from towerssl.errors import UsageError
 from towerssl.etl.layout import RawInputError, read_raw_layout
 from towerssl.etl.raw import FieldDef, RawInput
-from towerssl.etl.split import STRATEGIES, split_global, split_per_user
+from towerssl.etl.split import SPLITS, STRATEGIES, split_global, split_per_user
 from towerssl.etl.validate import Checked, CheckedClicks, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
 from towerssl.lake import MissingTableError, read_table, write_table
@@ -283,9 +283,9 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     if max(n_items, n_users) > BROADCAST_ROWS:  # shuffled joins: back to click_files partitions
         clicks_indexed = clicks_indexed.repartition(config.click_files, "user_idx", "item_idx", "timestamp")
     with ThreadPoolExecutor(max_workers=len(TABLES), thread_name_prefix="etl-write") as writers:  # every table at once
-        written = [
-            writers.submit(_in_pool, spark, f"etl-write-{'-'.join(splits)}", write_clicks, clicks_indexed, splits, config.lake, run_id, config_record)
-            for splits in (("train",), ("valid", "test"))
+        written = [  # each split's table on its own: the held-out ones do not wait for each other
+            writers.submit(_in_pool, spark, f"etl-write-{s}", write_table, clicks_indexed.where(F.col("split") == s).drop("split"), config.lake, f"{s}_clicks", run_id, config_record)
+            for s in SPLITS
         ]
         written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects, rejects, clicks, config.lake, run_id, config_record))
         vocab = feature_vocab.unionByName(id_vocab)
@@ -340,15 +340,6 @@ def _conserved(rows_in: dict[str, int], entities_out: dict[str, int], rejects: D
     for (source, reason), count in sorted(reject_counts.items()):
         log.warning("rejected %d %s rows: %s", count, source, reason)
     return reject_counts, split_counts
-
-
-def write_clicks(clicks: DataFrame, splits: tuple[str, ...], lake: str, run_id: str, config_record: dict[str, Any]) -> None:
-    """The clicks tables of `splits` (clicks has a `split` column); several are written from one materialized
-    scan of their clicks."""
-    rows = clicks.where(F.col("split").isin(*splits))
-    rows = _materialized(rows) if len(splits) > 1 else rows
-    for s in splits:
-        write_table(rows.where(F.col("split") == s).drop("split"), lake, f"{s}_clicks", run_id, config_record)
 
 
 def write_rejects(rejects: DataFrame, clicks: CheckedClicks, lake: str, run_id: str, config_record: dict[str, Any]) -> None:
