@@ -215,7 +215,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         """The clicks, validated (one row per event, persisted, in the clicks tables' partitions) and split."""
         clicks_started = time.time()
         clicks = check_interactions(raw.interactions, valid_items.select("item_id"), valid_users.select("user_id") if valid_users is not None else None,
-                                    config.click_files, raw.interaction_lines)
+                                    config.click_files, raw.interaction_lines, id_rows=max(rows_in["items"], rows_in.get("users", 0)))
         if config.split == "global":  # a column computed from the persisted clicks: nothing more to materialize
             split = split_global(clicks.valid, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
         else:  # a window per user: materialized, in the files' partitioning again

@@ -136,7 +136,7 @@ DUPLICATE_EVENT = "duplicate event"
 
 
 def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None, partitions: int,
-                       lines: Callable[[Column], DataFrame] | None = None) -> CheckedClicks:
+                       lines: Callable[[Column], DataFrame] | None = None, id_rows: int | None = None) -> CheckedClicks:
     """Clicks: valid ids and timestamp, a known item (and user, when users are given), no duplicate event.
 
     valid holds one row per distinct event key, hash-partitioned by the key into `partitions` partitions
@@ -146,7 +146,8 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     exist, come from a second scan restricted to the repeated keys: the first copy of a key in (source file,
     raw text) order is kept, the later ones are rejected (`later_rejects`, counted in `later_counts`).
     lines: RawInput.interaction_lines; with it, and few repeated keys, that scan parses only the lines that
-    hold the keys' digits."""
+    hold the keys' digits. id_rows: at most this many rows in item_ids and in user_ids (e.g. the inputs' row
+    counts), so the id sets need no count to be broadcast; None: counted."""
     row_failure = _first_failure(_click_row_checks(df))
     # The checks are evaluated once, as their own column (Spark keeps a costly column in its own projection):
     # inlined into each key's expression they ran four times per row, a third of the scan's time. Rows whose
@@ -155,9 +156,9 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     typed = df.withColumn("_row_failure", F.when(~_plain_keys(df), row_failure)).select(
         *[F.when(passed, F.col(c).cast("long")).alias(c) for c in KEYS], "_row_failure", SOURCE_COL, RAW_COL
     )
-    typed = typed.join(broadcast_if_small(item_ids.select("item_id", F.lit(True).alias("_known_item"))), "item_id", "left")
+    typed = typed.join(broadcast_if_small(item_ids.select("item_id", F.lit(True).alias("_known_item")), id_rows), "item_id", "left")
     if user_ids is not None:
-        typed = typed.join(broadcast_if_small(user_ids.select("user_id", F.lit(True).alias("_known_user"))), "user_id", "left")
+        typed = typed.join(broadcast_if_small(user_ids.select("user_id", F.lit(True).alias("_known_user")), id_rows), "user_id", "left")
     else:
         typed = typed.withColumn("_known_user", F.lit(True))
     failure = F.coalesce(F.col("_row_failure"), _first_failure([

@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 
 from rawdata import FIELDS, clean_dataset, write_raw
 from towerssl.etl.job import EtlConfig, run_etl
+from towerssl.spark import BROADCAST_ROWS
 from towerssl.etl.layout import RawInputError
 from towerssl.etl.split import split_global, split_per_user
 from towerssl.etl.vocab import VOCAB_SCHEMA, build_vocab
@@ -278,6 +279,25 @@ def test_duplicate_events_keep_the_first_copy_by_file_then_text(spark, tmp_path,
         ("user_id is not a non-negative integer", "x,100,12", "part-0.csv"),
         ("user_id is not a non-negative integer", "x,100,12", "part-0.csv"),  # a repeated bad line: both rejected
     ]
+    for frame in checked.caches:
+        frame.unpersist()
+
+
+@pytest.mark.parametrize("id_rows", [2, BROADCAST_ROWS + 1])
+def test_id_rows_decides_the_broadcast_of_the_known_ids(spark, tmp_path, id_rows):
+    """A bound on the id sets' rows (the job passes the inputs' row counts) decides whether they are broadcast,
+    with no count of their own; either join finds the same known and unknown clicks."""
+    from towerssl.etl.layout import read_raw_layout
+    from towerssl.etl.validate import check_interactions
+
+    raw_dir = write_raw(tmp_path / "raw", [[1, 100, 10], [2, 101, 11], [3, 999, 12]], [[100, "a", "b"], [101, "a", "b"]], [[1, "F"]])
+    raw = read_raw_layout(spark, raw_dir)
+    item_ids = spark.createDataFrame([(100,), (101,)], "item_id long").localCheckpoint()
+    checked = check_interactions(raw.interactions, item_ids, None, partitions=2, id_rows=id_rows)
+    plan = checked.caches[0]._jdf.queryExecution().optimizedPlan().toString()
+    assert ("SortMergeJoin" in plan) == (id_rows > BROADCAST_ROWS), plan  # planned; AQE may still broadcast a tiny side
+    assert sorted(tuple(r) for r in checked.valid.collect()) == [(1, 100, 10), (2, 101, 11)]
+    assert [(r["reason"], r["raw"]) for r in checked.rejects.collect()] == [("unknown item_id (not a valid row of the items input)", "3,999,12")]
     for frame in checked.caches:
         frame.unpersist()
 
