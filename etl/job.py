@@ -284,7 +284,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         clicks_indexed = clicks_indexed.repartition(config.click_files, "user_idx", "item_idx", "timestamp")
     with ThreadPoolExecutor(max_workers=len(TABLES), thread_name_prefix="etl-write") as writers:  # every table at once
         written = [  # each split's table on its own: the held-out ones do not wait for each other
-            writers.submit(_in_pool, spark, f"etl-write-{s}", write_table, clicks_indexed.where(F.col("split") == s).drop("split"), config.lake, f"{s}_clicks", run_id, config_record)
+            writers.submit(_in_pool, spark, f"etl-write-{s}_clicks", write_table, clicks_indexed.where(F.col("split") == s).drop("split"), config.lake, f"{s}_clicks", run_id, config_record)
             for s in SPLITS
         ]
         written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects, rejects, clicks, config.lake, run_id, config_record))

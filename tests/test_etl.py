@@ -9,11 +9,11 @@ from pyspark.sql import functions as F
 
 from rawdata import FIELDS, clean_dataset, write_raw
 from towerssl.etl.job import EtlConfig, run_etl
-from towerssl.spark import BROADCAST_ROWS
 from towerssl.etl.layout import RawInputError
 from towerssl.etl.split import split_global, split_per_user
 from towerssl.etl.vocab import VOCAB_SCHEMA, build_vocab
 from towerssl.lake import commit_metadata, latest_version, pinned_snapshot, read_table, table_path
+from towerssl.spark import BROADCAST_ROWS
 
 # (expected reason, expected field, the bad interaction row). Each row is otherwise plausible.
 BAD_INTERACTIONS = [
