@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 FIRST_VALUE = 3  # indices 0 (padding), 1 (default) and 2 (unknown) are never values (docs/tables.md)
 JOINT, MARGINAL_A, MARGINAL_B = 0, 1, 2
@@ -212,9 +214,6 @@ def cell_blobs(batches: Iterator[pa.RecordBatch], plan: CellPlan, reducers: int,
 def file_blobs(splits: Iterator[tuple[str, int, int]], plan: CellPlan, reducers: int, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, bytes]]:
     """mapPartitions body of the map side reading Parquet files itself (no JVM scan, no Arrow transfer from
     the JVM): a split (uri, part, parts) is the file's row groups part, part + parts, part + 2 parts, ..."""
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
     if plan.weighted:
         raise ValueError("file_blobs reads the fields only: weighted items come through cell_blobs")
 

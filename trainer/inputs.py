@@ -18,6 +18,7 @@ import torch
 from towerssl.errors import UsageError
 from towerssl.lake import Snapshot, dense_order, read_snapshot
 from towerssl.model.features import FeatureSpec, Features, FieldSpec
+from towerssl.stats.readers import log_p_by_item, mi_matrix
 
 TRAINING_TABLES = ("fields", "items", "users", "train_clicks", "valid_clicks", "test_clicks", "item_stats", "feature_mi")
 
@@ -79,8 +80,6 @@ def feature_tensors(manifest: Manifest, table: str, fields: tuple[FieldSpec, ...
 
 
 def item_log_p(manifest: Manifest, n_items: int) -> torch.Tensor:
-    from towerssl.stats.readers import log_p_by_item
-
     return torch.from_numpy(log_p_by_item(manifest.read("item_stats", ["item_idx", "log_p"]), n_items).astype(np.float32))
 
 
@@ -92,8 +91,6 @@ def item_clicks(manifest: Manifest) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def mi_matrices(manifest: Manifest, item_fields: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    from towerssl.stats.readers import mi_matrix
-
     rows = manifest.read("feature_mi", ["field_a", "field_b", "mi", "nmi"]).to_pydict()
     return (mi_matrix(rows["field_a"], rows["field_b"], rows["mi"], item_fields), mi_matrix(rows["field_a"], rows["field_b"], rows["nmi"], item_fields))
 
