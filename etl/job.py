@@ -311,7 +311,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         "rows_in": rows_in,
         "rows_written": {
             "interactions": sum(split_counts.values()), "items": n_items, "users": n_users,
-            **{f"{s}_clicks": split_counts.get(s, 0) for s in ("train", "valid", "test")},
+            **{f"{s}_clicks": split_counts.get(s, 0) for s in SPLITS},
         },
         "rows_rejected": {f"{source}: {reason}": n for (source, reason), n in sorted(reject_counts.items())},
         "new_items": new_items,
