@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, reduce
 from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -37,6 +37,7 @@ FORMATS = ("raw", "movielens-100k", "movielens-1m", "movielens-latest-small")
 RESERVED = {"item", "user", "item_id", "user_id", "item_idx", "user_idx", "timestamp", "split"}
 T = TypeVar("T")
 TABLES = ("items", "users", "train_clicks", "valid_clicks", "test_clicks", "vocab", "fields", "rejects")
+FIELDS_SCHEMA = "field string, owner string, multi boolean, length int, cardinality int, position int"
 
 
 @dataclass(frozen=True)
@@ -178,89 +179,35 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
 def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict[str, Any]:
     run_id = run_id or uuid.uuid4().hex[:12]
     started = time.time()
+    stages = _Stages()
     raw = read_input(spark, config)
     _check_field_names(raw.fields)
-    item_fields = [f for f in raw.fields if f.owner == "item"]
-    user_fields = [f for f in raw.fields if f.owner == "user"]
     lengths = {"item": None, "user": None} | {f.name: (f.max_len or config.multi_length) if f.multi else None for f in raw.fields}
-
-    def validated(df: DataFrame, name: str, key: str, fields: list[FieldDef]) -> tuple[int, Checked, DataFrame]:
-        """The entities' row count, their checks and their valid rows (materialized)."""
-        checked = check_entities(df, name, key, tuple(fields), config.multi_hard_limit)
-        return df.count(), checked, _materialized(checked.valid)
-
-    stages = _Stages()
-    # The clicks are counted while items and users are validated: small jobs side by side keep both cores busy.
-    n_clicks, (n_items_in, items, valid_items), with_users = _concurrently(
-        spark,
-        raw.interactions.count,
-        lambda: validated(raw.items, "items", "item_id", item_fields),
-        lambda: validated(raw.users, "users", "user_id", user_fields) if raw.users is not None else None,
-    )
-    rows_in = {"interactions": n_clicks, "items": n_items_in}
-    users, valid_users = None, None
-    if with_users is not None:
-        rows_in["users"], users, valid_users = with_users
-    for name, count in rows_in.items():
-        if count == 0:
-            raise RawInputError(f"{config.input}: the {name} input has no rows")
-    log.info("read %s", ", ".join(f"{n:,} {k}" for k, n in rows_in.items()))
+    entities = _validated_entities(spark, raw, config)
     try:
         previous = _materialized(read_table(spark, config.lake, "vocab"))
     except MissingTableError:
         previous = None
     stages.done("validated items and users")
 
-    def clicks_part() -> tuple[CheckedClicks, DataFrame]:
-        """The clicks, validated (one row per event, persisted, in the clicks tables' partitions) and split."""
-        clicks_started = time.time()
-        clicks = check_interactions(raw.interactions, valid_items.select("item_id"), valid_users.select("user_id") if valid_users is not None else None,
-                                    config.click_files, raw.interaction_lines, id_rows=max(rows_in["items"], rows_in.get("users", 0)))
-        if config.split == "global":  # a column computed from the persisted clicks: nothing more to materialize
-            split = split_global(clicks.valid, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
-        else:  # a window per user: materialized, in the files' partitioning again
-            split = split_per_user(clicks.valid, config.valid_fraction, config.test_fraction, config.min_user_clicks)
-            split = _materialized(split.repartition(config.click_files, "user_id", "item_id", "timestamp"))
-        if split.where(F.col("split") == "train").limit(1).count() == 0:
-            raise RawInputError(f"{config.input}: no valid click falls in the training window")
-        log.info("validated and split the clicks (%s) in %.1f s", config.split, time.time() - clicks_started)
-        return clicks, split
-
-    # Vocabularies: feature values count entities, ids count training clicks; earlier indices are kept. The
-    # features need no click: their vocabularies and encoding are made while the clicks are validated.
-    def features(entities: DataFrame, key: str, fields: list[FieldDef]) -> DataFrame:
-        return long_values(entities, key, [f.name for f in fields])
-
-    def encoded(entities: DataFrame, key: str, fields: list[FieldDef], index: str) -> DataFrame:
-        """The entities' feature columns and their dense index (by id): everything but the id field."""
-        table = encode(entities, key, features(entities, key, fields), feature_vocab, {f.name: lengths[f.name] for f in fields})
-        return _materialized(table.withColumn(index, (F.row_number().over(Window.orderBy(key)) - 1).cast("int")))
-
+    # The features need no click: their vocabularies and encoding are made while the clicks are validated.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-clicks") as pool:
-        clicks_future = pool.submit(_in_pool, spark, "etl-clicks", clicks_part)
+        clicks_future = pool.submit(_in_pool, spark, "etl-clicks", _validated_clicks, raw, entities, config)
         try:
-            values = features(valid_items, "item_id", item_fields).select("field", "value")
-            if valid_users is not None:
-                values = values.unionByName(features(valid_users, "user_id", user_fields).select("field", "value"))
-            counts = _materialized(feature_counts(values))
-            feature_vocab = _materialized(build_vocab(counts, _fields_of(previous, ID_FIELDS, keep=False), config.min_count, config.id_min_count))
+            feature_vocab = _feature_vocab(raw, entities, previous, config)
             items_encoded, users_encoded = _concurrently(
                 spark,
-                lambda: encoded(valid_items, "item_id", item_fields, "item_idx"),
-                lambda: encoded(valid_users, "user_id", user_fields, "user_idx") if valid_users is not None else None,
+                lambda: _encoded(entities.valid_items, "item_id", raw.fields_of("item"), lengths, feature_vocab, "item_idx"),
+                lambda: _encoded(entities.valid_users, "user_id", raw.fields_of("user"), lengths, feature_vocab, "user_idx") if entities.valid_users is not None else None,
             )
             stages.done("feature vocabularies and encoding")
         finally:
             clicks, split = clicks_future.result()  # its error wins: it names the bad input
     stages.done("clicks validated and split (beside the features)")
     if users_encoded is None:  # no users input: users are the valid clickers, with only the id field
-        valid_users = _materialized(split.select("user_id").distinct())
-        users_encoded = encoded(valid_users, "user_id", [], "user_idx")
-
-    rejects = items.rejects
-    if users is not None:
-        rejects = rejects.unionByName(users.rejects)
-    rejects = _materialized(rejects.unionByName(clicks.rejects).withColumn("run_id", F.lit(run_id)))
+        users_encoded = _encoded(_materialized(split.select("user_id").distinct()), "user_id", (), lengths, feature_vocab, "user_idx")
+    rejects = reduce(DataFrame.unionByName, [checked.rejects for checked in (entities.items, entities.users, clicks) if checked is not None])
+    rejects = _materialized(rejects.withColumn("run_id", F.lit(run_id)))
 
     def id_vocabulary() -> tuple[DataFrame, DataFrame]:
         """Id counts on the training clicks and the id vocabulary (earlier indices kept)."""
@@ -270,58 +217,148 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     # The id vocabulary is made while the row counts are checked (nothing is written before the check passes).
     n_items, n_users = items_encoded.count(), users_encoded.count()
     (reject_counts, split_counts), (ids, id_vocab) = _concurrently(
-        spark, partial(_conserved, rows_in, {"items": n_items, "users": n_users}, rejects, clicks.later_counts, split), id_vocabulary
+        spark, partial(_conserved, entities.rows_in, {"items": n_items, "users": n_users}, rejects, clicks.later_counts, split), id_vocabulary
     )
     stages.done("rejects, row counts and id vocabularies")
 
-    config_record = config_dict(config)
-    clicks_indexed = (  # the id maps are small next to the clicks: broadcast, they keep the clicks' partitions
-        split.join(broadcast_if_small(items_encoded.select("item_id", "item_idx"), n_items), "item_id")
-        .join(broadcast_if_small(users_encoded.select("user_id", "user_idx"), n_users), "user_id")
-        .select("user_idx", "item_idx", "user_id", "item_id", "timestamp", "split")
-    )
-    if max(n_items, n_users) > BROADCAST_ROWS:  # shuffled joins: back to click_files partitions
-        clicks_indexed = clicks_indexed.repartition(config.click_files, "user_idx", "item_idx", "timestamp")
-    with ThreadPoolExecutor(max_workers=len(TABLES), thread_name_prefix="etl-write") as writers:  # every table at once
-        written = [  # each split's table on its own: the held-out ones do not wait for each other
-            writers.submit(_in_pool, spark, f"etl-write-{s}_clicks", write_table, clicks_indexed.where(F.col("split") == s).drop("split"), config.lake, f"{s}_clicks", run_id, config_record)
-            for s in SPLITS
-        ]
-        written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects, rejects, clicks, config.lake, run_id, config_record))
-        vocab = feature_vocab.unionByName(id_vocab)
-        item_lengths = {"item": None} | {f.name: lengths[f.name] for f in item_fields}
-        user_lengths = {"user": None} | {f.name: lengths[f.name] for f in user_fields}
-        items_table = with_id_index(items_encoded, "item_id", "item", id_vocab).select("item_idx", "item_id", *item_lengths)
-        users_table = with_id_index(users_encoded, "user_id", "user", id_vocab).select("user_idx", "user_id", *user_lengths)
-        field_rows = _field_rows(raw.fields, lengths, vocab)
-        outputs = {
-            "vocab": vocab,
-            "items": items_table,
-            "users": users_table,
-            "fields": spark.createDataFrame(field_rows, "field string, owner string, multi boolean, length int, cardinality int, position int"),
-        }
-        written += [writers.submit(_in_pool, spark, f"etl-write-{table}", write_table, df, config.lake, table, run_id, config_record) for table, df in outputs.items()]
-        for future in written:
-            future.result()
+    vocab = feature_vocab.unionByName(id_vocab)
+    clicks_indexed = _indexed_clicks(split, items_encoded, users_encoded, n_items, n_users, config)
+    tables = {  # how to make each table: the small ones need a few Spark jobs, run in their writers' threads
+        **{f"{s}_clicks": partial(_split_rows, clicks_indexed, s) for s in SPLITS},
+        "vocab": lambda: vocab,
+        "items": lambda: _entity_table(items_encoded, "item", raw.fields_of("item"), id_vocab),
+        "users": lambda: _entity_table(users_encoded, "user", raw.fields_of("user"), id_vocab),
+        "fields": lambda: spark.createDataFrame(_field_rows(raw.fields, lengths, vocab), FIELDS_SCHEMA),
+    }
+    _write_tables(spark, tables, rejects, clicks, config, run_id)
     stages.done(f"{len(TABLES)} tables written")
-    clicked_items = ids.where(F.col("field") == "item").count()  # the item ids of train_clicks
-    new_items = n_items - clicked_items
     summary = {
         "run_id": run_id,
-        "rows_in": rows_in,
+        "rows_in": entities.rows_in,
         "rows_written": {
             "interactions": sum(split_counts.values()), "items": n_items, "users": n_users,
             **{f"{s}_clicks": split_counts.get(s, 0) for s in SPLITS},
         },
         "rows_rejected": {f"{source}: {reason}": n for (source, reason), n in sorted(reject_counts.items())},
-        "new_items": new_items,
+        "new_items": n_items - ids.where(F.col("field") == "item").count(),  # items without a clicked id in train_clicks
         "seconds": round(time.time() - started, 1),
     }
     log.info("etl done: %s", json.dumps(summary))
-    for checked in filter(None, (items, users, clicks)):  # the validation steps' persisted frames, no one else's
+    for checked in filter(None, (entities.items, entities.users, clicks)):  # the validation steps' persisted frames, no one else's
         for frame in checked.caches:
             frame.unpersist()
     return summary
+
+
+@dataclass(frozen=True)
+class _Entities:
+    """The items and users inputs, checked, with their valid rows materialized, and every input's row count."""
+
+    rows_in: dict[str, int]  # interactions, items (and users)
+    items: Checked
+    valid_items: DataFrame
+    users: Checked | None
+    valid_users: DataFrame | None
+
+
+def _validated_entities(spark: SparkSession, raw: RawInput, config: EtlConfig) -> _Entities:
+    """Items and users validated and every input counted; an empty input stops the job here.
+
+    The clicks are counted while items and users are validated: small jobs side by side keep both cores busy."""
+
+    def validated(df: DataFrame, name: str, key: str, owner: str) -> tuple[int, Checked, DataFrame]:
+        checked = check_entities(df, name, key, raw.fields_of(owner), config.multi_hard_limit)
+        return df.count(), checked, _materialized(checked.valid)
+
+    n_clicks, (n_items, items, valid_items), with_users = _concurrently(
+        spark,
+        raw.interactions.count,
+        lambda: validated(raw.items, "items", "item_id", "item"),
+        lambda: validated(raw.users, "users", "user_id", "user") if raw.users is not None else None,
+    )
+    rows_in = {"interactions": n_clicks, "items": n_items}
+    users, valid_users = None, None
+    if with_users is not None:
+        rows_in["users"], users, valid_users = with_users
+    for name, count in rows_in.items():
+        if count == 0:
+            raise RawInputError(f"{config.input}: the {name} input has no rows")
+    log.info("read %s", ", ".join(f"{n:,} {k}" for k, n in rows_in.items()))
+    return _Entities(rows_in, items, valid_items, users, valid_users)
+
+
+def _validated_clicks(raw: RawInput, entities: _Entities, config: EtlConfig) -> tuple[CheckedClicks, DataFrame]:
+    """The clicks, validated (one row per event, persisted, in the clicks tables' partitions) and split."""
+    started = time.time()
+    valid_users = entities.valid_users.select("user_id") if entities.valid_users is not None else None
+    clicks = check_interactions(raw.interactions, entities.valid_items.select("item_id"), valid_users, config.click_files,
+                                raw.interaction_lines, id_rows=max(entities.rows_in["items"], entities.rows_in.get("users", 0)))
+    if config.split == "global":  # a column computed from the persisted clicks: nothing more to materialize
+        split = split_global(clicks.valid, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
+    else:  # a window per user: materialized, in the files' partitioning again
+        split = split_per_user(clicks.valid, config.valid_fraction, config.test_fraction, config.min_user_clicks)
+        split = _materialized(split.repartition(config.click_files, "user_id", "item_id", "timestamp"))
+    if split.where(F.col("split") == "train").limit(1).count() == 0:
+        raise RawInputError(f"{config.input}: no valid click falls in the training window")
+    log.info("validated and split the clicks (%s) in %.1f s", config.split, time.time() - started)
+    return clicks, split
+
+
+def _feature_values(entities: DataFrame, key: str, fields: Iterable[FieldDef]) -> DataFrame:
+    return long_values(entities, key, [f.name for f in fields])
+
+
+def _feature_vocab(raw: RawInput, entities: _Entities, previous: DataFrame | None, config: EtlConfig) -> DataFrame:
+    """The feature fields' vocabulary: values count the entities carrying them; earlier indices are kept."""
+    values = _feature_values(entities.valid_items, "item_id", raw.fields_of("item")).select("field", "value")
+    if entities.valid_users is not None:
+        values = values.unionByName(_feature_values(entities.valid_users, "user_id", raw.fields_of("user")).select("field", "value"))
+    counts = _materialized(feature_counts(values))
+    return _materialized(build_vocab(counts, _fields_of(previous, ID_FIELDS, keep=False), config.min_count, config.id_min_count))
+
+
+def _encoded(valid: DataFrame, key: str, fields: tuple[FieldDef, ...], lengths: dict[str, int | None], vocab: DataFrame, index: str) -> DataFrame:
+    """The entities' feature columns and their dense index (by id): everything but the id field."""
+    table = encode(valid, key, _feature_values(valid, key, fields), vocab, {f.name: lengths[f.name] for f in fields})
+    return _materialized(table.withColumn(index, (F.row_number().over(Window.orderBy(key)) - 1).cast("int")))
+
+
+def _entity_table(encoded: DataFrame, owner: str, fields: tuple[FieldDef, ...], id_vocab: DataFrame) -> DataFrame:
+    """The items or users table: dense index, raw id, the id field's index, then the feature fields."""
+    key = ID_FIELDS[owner]
+    return with_id_index(encoded, key, owner, id_vocab).select(f"{owner}_idx", key, owner, *[f.name for f in fields])
+
+
+def _indexed_clicks(split: DataFrame, items: DataFrame, users: DataFrame, n_items: int, n_users: int, config: EtlConfig) -> DataFrame:
+    """The split clicks with the items' and users' dense indices."""
+    clicks = (  # the id maps are small next to the clicks: broadcast, they keep the clicks' partitions
+        split.join(broadcast_if_small(items.select("item_id", "item_idx"), n_items), "item_id")
+        .join(broadcast_if_small(users.select("user_id", "user_idx"), n_users), "user_id")
+        .select("user_idx", "item_idx", "user_id", "item_id", "timestamp", "split")
+    )
+    if max(n_items, n_users) > BROADCAST_ROWS:  # shuffled joins: back to click_files partitions
+        clicks = clicks.repartition(config.click_files, "user_idx", "item_idx", "timestamp")
+    return clicks
+
+
+def _split_rows(clicks: DataFrame, split: str) -> DataFrame:
+    return clicks.where(F.col("split") == split).drop("split")
+
+
+def _write_tables(spark: SparkSession, tables: dict[str, Callable[[], DataFrame]], rejects: DataFrame, clicks: CheckedClicks,
+                  config: EtlConfig, run_id: str) -> None:
+    """Every table at once, each made and written in a thread and scheduler pool of its own
+    (etl-write-<table>): the held-out clicks tables do not wait for train's, nor the small tables for any."""
+    config_record = config_dict(config)
+
+    def write(table: str, make: Callable[[], DataFrame]) -> None:
+        write_table(make(), config.lake, table, run_id, config_record)
+
+    with ThreadPoolExecutor(max_workers=len(TABLES), thread_name_prefix="etl-write") as writers:
+        written = [writers.submit(_in_pool, spark, f"etl-write-{table}", write, table, make) for table, make in tables.items()]
+        written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects, rejects, clicks, config.lake, run_id, config_record))
+        for future in written:
+            future.result()
 
 
 def _conserved(rows_in: dict[str, int], entities_out: dict[str, int], rejects: DataFrame, later_counts: dict[str, int],
