@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 FORMATS = ("raw", "movielens-100k", "movielens-1m", "movielens-latest-small")
 RESERVED = {"item", "user", "item_id", "user_id", "item_idx", "user_idx", "timestamp", "split"}
 T = TypeVar("T")
-TABLES = ("items", "users", "train_clicks", "valid_clicks", "test_clicks", "vocab", "fields", "rejects")
 FIELDS_SCHEMA = "field string, owner string, multi boolean, length int, cardinality int, position int"
 
 
@@ -230,8 +229,8 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         "users": lambda: _entity_table(users_encoded, "user", raw.fields_of("user"), id_vocab),
         "fields": lambda: spark.createDataFrame(_field_rows(raw.fields, lengths, vocab), FIELDS_SCHEMA),
     }
-    _write_tables(spark, tables, rejects, clicks, config, run_id)
-    stages.done(f"{len(TABLES)} tables written")
+    written = _write_tables(spark, tables, rejects, clicks, config, run_id)
+    stages.done(f"{len(written)} tables written")
     summary = {
         "run_id": run_id,
         "rows_in": entities.rows_in,
@@ -346,19 +345,21 @@ def _split_rows(clicks: DataFrame, split: str) -> DataFrame:
 
 
 def _write_tables(spark: SparkSession, tables: dict[str, Callable[[], DataFrame]], rejects: DataFrame, clicks: CheckedClicks,
-                  config: EtlConfig, run_id: str) -> None:
-    """Every table at once, each made and written in a thread and scheduler pool of its own
-    (etl-write-<table>): the held-out clicks tables do not wait for train's, nor the small tables for any."""
+                  config: EtlConfig, run_id: str) -> list[str]:
+    """`tables` and rejects, all at once, each made and written in a thread and scheduler pool of its own
+    (etl-write-<table>): the held-out clicks tables do not wait for train's, nor the small tables for any.
+    Returns the names of the tables written."""
     config_record = config_dict(config)
 
     def write(table: str, make: Callable[[], DataFrame]) -> None:
         write_table(make(), config.lake, table, run_id, config_record)
 
-    with ThreadPoolExecutor(max_workers=len(TABLES), thread_name_prefix="etl-write") as writers:
+    with ThreadPoolExecutor(max_workers=len(tables) + 1, thread_name_prefix="etl-write") as writers:
         written = [writers.submit(_in_pool, spark, f"etl-write-{table}", write, table, make) for table, make in tables.items()]
         written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects, rejects, clicks, config.lake, run_id, config_record))
         for future in written:
             future.result()
+    return [*tables, "rejects"]
 
 
 def _conserved(rows_in: dict[str, int], entities_out: dict[str, int], rejects: DataFrame, later_counts: dict[str, int],
