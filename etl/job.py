@@ -51,7 +51,7 @@ class EtlConfig:
     test_from: int | None = None
     min_user_clicks: int = 3  # per-user split: users with fewer clicks keep all of them in train
     min_count: int = 1  # feature values seen on fewer items (users) map to unknown
-    id_min_count: int = 1  # item / user ids with fewer training clicks map to unknown
+    id_min_count: int = 1  # item / user ids with fewer training clicks take the masked id value (UNTRAINED_ID)
     multi_length: int = 8  # padded length of multi-valued fields without their own max_len
     multi_hard_limit: int = 256  # more values than this in one field: the row is rejected
     click_files: int = 8  # data files per clicks table: readers shard and shuffle by file and row group
