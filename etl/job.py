@@ -404,7 +404,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-from", type=int, help="global split: first test timestamp (unix seconds); wins over fractions")
     parser.add_argument("--min-user-clicks", type=int, help="per-user split: fewer clicks keep the user all in train (default 3)")
     parser.add_argument("--min-count", type=int, help="feature values on fewer items/users map to unknown (default 1)")
-    parser.add_argument("--id-min-count", type=int, help="ids with fewer training clicks map to unknown (default 1)")
+    parser.add_argument("--id-min-count", type=int, help="ids with fewer training clicks take the masked id value, as new ones do (default 1)")
     parser.add_argument("--multi-length", type=int, help="padded length of multi-valued fields (default 8)")
     parser.add_argument("--multi-hard-limit", type=int, help="reject rows with more values than this in a field (default 256)")
     parser.add_argument("--click-files", type=int, help="data files per clicks table, the unit of reader sharding (default 8)")
