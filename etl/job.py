@@ -28,6 +28,7 @@ from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import SPLITS, STRATEGIES, split_global, split_per_user
 from towerssl.etl.validate import Checked, CheckedClicks, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
+from towerssl.indices import UNTRAINED_ID_CHOICES
 from towerssl.lake import MissingTableError, read_table, write_table
 from towerssl.spark import BROADCAST_ROWS, broadcast_if_small, scheduler_pool, spark_session
 
@@ -51,7 +52,8 @@ class EtlConfig:
     test_from: int | None = None
     min_user_clicks: int = 3  # per-user split: users with fewer clicks keep all of them in train
     min_count: int = 1  # feature values seen on fewer items (users) map to unknown
-    id_min_count: int = 1  # item / user ids with fewer training clicks take the masked id value (UNTRAINED_ID)
+    id_min_count: int = 1  # item / user ids with fewer training clicks take the untrained id value
+    untrained_id: str = "masked"  # that value: masked (as SSL masks ids) | unknown (the old shared id, to compare)
     multi_length: int = 8  # padded length of multi-valued fields without their own max_len
     multi_hard_limit: int = 256  # more values than this in one field: the row is rejected
     click_files: int = 8  # data files per clicks table: readers shard and shuffle by file and row group
@@ -59,6 +61,8 @@ class EtlConfig:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.untrained_id not in UNTRAINED_ID_CHOICES:
+            raise UsageError(f"untrained_id must be one of {', '.join(UNTRAINED_ID_CHOICES)}, got {self.untrained_id!r}")
         if self.split not in STRATEGIES:
             raise UsageError(f"split must be one of {', '.join(STRATEGIES)}, got {self.split!r}")
         if not (0 <= self.valid_fraction < 1 and 0 < self.test_fraction < 1 and self.valid_fraction + self.test_fraction < 1):
@@ -225,8 +229,8 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     tables = {  # how to make each table: the small ones need a few Spark jobs, run in their writers' threads
         **{f"{s}_clicks": partial(_split_rows, clicks_indexed, s) for s in SPLITS},
         "vocab": lambda: vocab,
-        "items": lambda: _entity_table(items_encoded, "item", raw.fields_of("item"), id_vocab),
-        "users": lambda: _entity_table(users_encoded, "user", raw.fields_of("user"), id_vocab),
+        "items": lambda: _entity_table(items_encoded, "item", raw.fields_of("item"), id_vocab, config.untrained_id),
+        "users": lambda: _entity_table(users_encoded, "user", raw.fields_of("user"), id_vocab, config.untrained_id),
         "fields": lambda: spark.createDataFrame(_field_rows(raw.fields, lengths, vocab), FIELDS_SCHEMA),
     }
     written = _write_tables(spark, tables, rejects, clicks, config, run_id)
@@ -322,10 +326,10 @@ def _encoded(valid: DataFrame, key: str, fields: tuple[FieldDef, ...], lengths: 
     return _materialized(table.withColumn(index, (F.row_number().over(Window.orderBy(key)) - 1).cast("int")))
 
 
-def _entity_table(encoded: DataFrame, owner: str, fields: tuple[FieldDef, ...], id_vocab: DataFrame) -> DataFrame:
+def _entity_table(encoded: DataFrame, owner: str, fields: tuple[FieldDef, ...], id_vocab: DataFrame, untrained_id: str) -> DataFrame:
     """The items or users table: dense index, raw id, the id field's index, then the feature fields."""
     key = ID_FIELDS[owner]
-    return with_id_index(encoded, key, owner, id_vocab).select(f"{owner}_idx", key, owner, *[f.name for f in fields])
+    return with_id_index(encoded, key, owner, id_vocab, untrained_id).select(f"{owner}_idx", key, owner, *[f.name for f in fields])
 
 
 def _indexed_clicks(split: DataFrame, items: DataFrame, users: DataFrame, n_items: int, n_users: int, config: EtlConfig) -> DataFrame:
@@ -405,6 +409,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-user-clicks", type=int, help="per-user split: fewer clicks keep the user all in train (default 3)")
     parser.add_argument("--min-count", type=int, help="feature values on fewer items/users map to unknown (default 1)")
     parser.add_argument("--id-min-count", type=int, help="ids with fewer training clicks take the masked id value, as new ones do (default 1)")
+    parser.add_argument("--untrained-id", choices=tuple(UNTRAINED_ID_CHOICES), help="id value of items/users without a trained id: masked (default; as SSL masks ids) or unknown (the old shared id, to compare)")
     parser.add_argument("--multi-length", type=int, help="padded length of multi-valued fields (default 8)")
     parser.add_argument("--multi-hard-limit", type=int, help="reject rows with more values than this in a field (default 256)")
     parser.add_argument("--click-files", type=int, help="data files per clicks table, the unit of reader sharding (default 8)")

@@ -11,7 +11,7 @@ from functools import reduce
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from towerssl.indices import DEFAULT, FIRST_VALUE, PAD, UNKNOWN, UNTRAINED_ID
+from towerssl.indices import DEFAULT, FIRST_VALUE, PAD, UNKNOWN, UNTRAINED_ID_CHOICES
 from towerssl.spark import broadcast_if_small
 
 ID_FIELDS = {"item": "item_id", "user": "user_id"}  # id field -> raw id column
@@ -91,8 +91,8 @@ def encode(entities: DataFrame, key: str, values: DataFrame, vocab: DataFrame, l
     return gathered.select(key, *[column(f, n) for f, n in lengths.items()])
 
 
-def with_id_index(encoded: DataFrame, key: str, field: str, vocab: DataFrame) -> DataFrame:
-    """Adds the id field's column: the id's index in `vocab`, UNTRAINED_ID when it has none (the entity had too
-    few training clicks, so no trained embedding). The id vocabulary has one row per id at most: broadcast unless it is large."""
+def with_id_index(encoded: DataFrame, key: str, field: str, vocab: DataFrame, untrained_id: str = "masked") -> DataFrame:
+    """Adds the id field's column: the id's index in `vocab`, or UNTRAINED_ID_CHOICES[untrained_id] when it has
+    none (the entity had too few training clicks, so no trained embedding). The id vocabulary has one row per id at most: broadcast unless it is large."""
     ids = vocab.where(F.col("field") == field).select(F.col("value").cast("long").alias(key), F.col("index").alias(field))
-    return encoded.join(broadcast_if_small(ids), key, "left").withColumn(field, F.coalesce(field, F.lit(UNTRAINED_ID)).cast("int"))
+    return encoded.join(broadcast_if_small(ids), key, "left").withColumn(field, F.coalesce(field, F.lit(UNTRAINED_ID_CHOICES[untrained_id])).cast("int"))

@@ -12,3 +12,5 @@ DEFAULT = 1  # the value a missing or masked field takes; its embedding is learn
 UNKNOWN = 2  # a feature value outside the vocabulary (unseen, or below min_count)
 FIRST_VALUE = 3  # known values start here
 UNTRAINED_ID = DEFAULT  # the id field's value for an entity whose id has no trained embedding
+# The ETL's `untrained_id` option: "unknown" keeps the shared UNKNOWN id of earlier versions, only to compare.
+UNTRAINED_ID_CHOICES = {"masked": UNTRAINED_ID, "unknown": UNKNOWN}
