@@ -33,7 +33,8 @@ from towerssl.spark import BROADCAST_ROWS, broadcast_if_small, scheduler_pool, s
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("raw", "movielens-100k", "movielens-1m", "movielens-latest-small")
+FORMATS = ("raw", "movielens-100k", "movielens-1m", "movielens-latest-small", "amazon-s3rec")
+UNTIMED_FORMATS = ("amazon-s3rec",)  # timestamps are positions in a user's list: a time cut across users means nothing
 RESERVED = {"item", "user", "item_id", "user_id", "item_idx", "user_idx", "timestamp", "split"}
 T = TypeVar("T")
 FIELDS_SCHEMA = "field string, owner string, multi boolean, length int, cardinality int, position int"
@@ -61,6 +62,8 @@ class EtlConfig:
             raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.split not in STRATEGIES:
             raise UsageError(f"split must be one of {', '.join(STRATEGIES)}, got {self.split!r}")
+        if self.split == "global" and self.format in UNTIMED_FORMATS:
+            raise UsageError(f"split global cuts all clicks at one time, but {self.format} logs have no timestamps (only each user's order): use split per-user")
         if not (0 <= self.valid_fraction < 1 and 0 < self.test_fraction < 1 and self.valid_fraction + self.test_fraction < 1):
             raise UsageError("valid_fraction and test_fraction must be in [0, 1) and sum to less than 1")
         if min(self.click_files, self.multi_length, self.multi_hard_limit) < 1:
@@ -70,6 +73,10 @@ class EtlConfig:
 def read_input(spark: SparkSession, config: EtlConfig) -> RawInput:
     if config.format == "raw":
         return read_raw_layout(spark, config.input)
+    if config.format == "amazon-s3rec":
+        from towerssl.etl.amazon import read_amazon
+
+        return read_amazon(spark, config.input)
     from towerssl.etl.movielens import read_movielens
 
     return read_movielens(spark, config.input, config.format)
@@ -393,11 +400,12 @@ def write_rejects(rejects: DataFrame, clicks: CheckedClicks, lake: str, run_id: 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="raw input directory (the raw layout, or a MovieLens directory)")
+    parser.add_argument("--input", required=True, help="raw input: the raw layout's directory, a MovieLens directory, or for amazon-s3rec the log DIR/<Name>.txt (its items: DIR/<Name>_item2attributes.json)")
     parser.add_argument("--lake", required=True, help="output directory of the Delta tables (LAKE_DIR/<table>)")
     parser.add_argument("--format", choices=FORMATS, help="input format (default: raw)")
     parser.add_argument("--config", help="YAML file; its `etl:` section sets any option below (flags win)")
-    parser.add_argument("--split", choices=STRATEGIES, help="global (default): last clicks of all; per-user: each user's last clicks")
+    parser.add_argument("--split", choices=STRATEGIES, help="global (default; not for amazon-s3rec, which has no timestamps): last clicks of all; per-user: "
+                        "each user's last clicks")
     parser.add_argument("--valid-fraction", type=float, help="share of clicks in the validation window (default 0.1)")
     parser.add_argument("--test-fraction", type=float, help="share of clicks in the test window (default 0.1)")
     parser.add_argument("--valid-from", type=int, help="global split: first validation timestamp (unix seconds)")
