@@ -97,3 +97,34 @@ def test_amazon_input_must_be_the_log_file(spark, tmp_path):
     _write_pair(tmp_path)
     with pytest.raises(UsageError, match="Name>.txt"):
         run_etl(spark, EtlConfig(input=str(tmp_path), lake=str(tmp_path / "lake"), format="amazon-s3rec", split="per-user"))
+
+
+@pytest.mark.slow
+def test_toys_and_games_leave_last_out(spark, tmp_path):
+    """The real Toys_and_Games log: the README's counts, and exactly the last two clicks of every user held out."""
+    log = shared_dataset("amazon-s3rec") / "Toys_and_Games.txt"
+    config = EtlConfig(input=str(log), lake=str(tmp_path / "lake"), format="amazon-s3rec", split="leave-last-out")
+    summary = run_etl(spark, config)
+    assert summary["rows_in"] == {"interactions": 167_597, "items": 11_924}
+    assert summary["rows_rejected"] == {}
+    assert summary["rows_written"]["interactions"] == 167_597
+    assert summary["rows_written"]["items"] == 11_924 and summary["rows_written"]["users"] == 19_412
+    parts = {s: read_table(spark, config.lake, f"{s}_clicks").withColumn("split", F.lit(s)) for s in ("train", "valid", "test")}
+    clicks = parts["train"].unionByName(parts["valid"]).unionByName(parts["test"])
+    # every user has >= 5 clicks (5-core): one test and one valid click each, at the last two positions
+    per_user = clicks.groupBy("user_id").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum((F.col("split") == "test").cast("int")).alias("tests"),
+        F.sum((F.col("split") == "valid").cast("int")).alias("valids"),
+        F.max(F.when(F.col("split") == "test", F.col("timestamp"))).alias("test_at"),
+        F.max(F.when(F.col("split") == "valid", F.col("timestamp"))).alias("valid_at"),
+        F.max("timestamp").alias("last"),
+    )
+    assert per_user.count() == 19_412
+    wrong = per_user.where((F.col("n") < 5) | (F.col("tests") != 1) | (F.col("valids") != 1) | (F.col("test_at") != F.col("last")) | (F.col("valid_at") != F.col("last") - 1))
+    assert wrong.count() == 0
+    assert parts["test"].count() == parts["valid"].count() == 19_412
+    items = {r["item_id"]: r for r in read_table(spark, config.lake, "items").collect()}
+    fields = {r["field"]: r for r in read_table(spark, config.lake, "fields").collect()}
+    assert fields["categories"]["length"] == 15
+    assert sum(1 for r in items.values() if r["brand"] > 2) == 11_923  # the README's rule: one item has no brand
