@@ -78,8 +78,8 @@ def batch():
     }
 
 
-def leaves(*tensors: torch.Tensor | None, dtype: torch.dtype) -> list[torch.Tensor | None]:
-    return [None if x is None else x.detach().to(dtype).requires_grad_() for x in tensors]
+def leaves(*tensors: torch.Tensor | None, dtype: torch.dtype, device: str = "cpu") -> list[torch.Tensor | None]:
+    return [None if x is None else x.detach().to(device, dtype).requires_grad_() for x in tensors]
 
 
 def main_case(batch, logq, accidental_hits, extra_negatives, distinct):
@@ -93,22 +93,22 @@ def main_case(batch, logq, accidental_hits, extra_negatives, distinct):
     }
 
 
-def run_main_loss(batch, case, tau, dtype, budget=ChunkBudget()):
-    a, b, negatives = leaves(batch["a"], batch["b"], case["negatives"], dtype=dtype)
+def run_main_loss(batch, case, tau, dtype, budget=ChunkBudget(), device="cpu"):
+    a, b, negatives = leaves(batch["a"], batch["b"], case["negatives"], dtype=dtype, device=device)
     loss, correct = main_loss(
         a,
         b,
         tau,
-        log_p=None if case["log_p"] is None else case["log_p"].to(dtype),
-        item_ids=case["ids"],
+        log_p=None if case["log_p"] is None else case["log_p"].to(device, dtype),
+        item_ids=None if case["ids"] is None else case["ids"].to(device),
         negative_embeddings=negatives,
-        negative_ids=case["negative_ids"],
+        negative_ids=None if case["negative_ids"] is None else case["negative_ids"].to(device),
         corpus_size=case["corpus_size"],
         distinct_items=case["distinct"],
         budget=budget,
     )
     inputs = [x for x in (a, b, negatives) if x is not None]
-    return loss, correct, torch.autograd.grad(loss.sum(), inputs)
+    return loss.cpu(), correct.cpu(), [g.cpu() for g in torch.autograd.grad(loss.sum(), inputs)]
 
 
 def run_reference(batch, case, tau):
@@ -190,7 +190,8 @@ def test_ssl_loss_and_gradients_match_float64_reference(batch, budget, with_repe
             assert_close_to(grad, expected_grad, rtol)
 
 
-def test_bf16_products_stay_within_the_rounding_bound(batch):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))])
+def test_bf16_products_stay_within_the_rounding_bound(batch, device):
     """Under bf16 autocast the products take bf16 inputs (relative rounding 2^-9 per element of the unit vectors).
 
     A logit cos/tau then moves by at most about 2 * 2^-9 / tau (both vectors rounded; |q|=|c|=1 and
@@ -205,15 +206,28 @@ def test_bf16_products_stay_within_the_rounding_bound(batch):
     log_q_range = float(batch["log_p"].max() - batch["log_p"].min()) + math.log(batch["corpus_size"])
     delta = 3 * 2**-9 * (2 / tau + log_q_range)
     expected_loss, _, expected_grads = run_reference(batch, case, tau)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, _, grads = run_main_loss(batch, case, tau, torch.float32)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        loss, _, grads = run_main_loss(batch, case, tau, torch.float32, device=device)
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss.double(), expected_loss, rtol=0, atol=delta)
     for grad, expected in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad.double(), expected, rtol=0, atol=(math.expm1(delta) + 2**-8) * float(expected.detach().abs().max()))
     # and the rounding is visible: this is not the float32 path
-    float32_loss, _, _ = run_main_loss(batch, case, tau, torch.float32)
+    float32_loss, _, _ = run_main_loss(batch, case, tau, torch.float32, device=device)
     assert not torch.equal(loss, float32_loss)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@pytest.mark.parametrize("budget", BUDGETS.values(), ids=BUDGETS.keys())
+@pytest.mark.parametrize("distinct", [False, True])
+def test_cuda_float32_matches_float64_reference(batch, budget, distinct):
+    case = main_case(batch, logq=True, accidental_hits=True, extra_negatives=True, distinct=distinct)
+    loss, correct, grads = run_main_loss(batch, case, 0.1, torch.float32, budget, device="cuda")
+    expected_loss, expected_correct, expected_grads = run_reference(batch, case, 0.1)
+    assert_close_to(loss, expected_loss, 1e-5)
+    for grad, expected in zip(grads, expected_grads, strict=True):
+        assert_close_to(grad, expected, 1e-5)
+    assert torch.equal(correct, expected_correct)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
