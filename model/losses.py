@@ -8,7 +8,11 @@ The [n, m] logits are never kept in float32 more than once per loss (issue 19): 
 chunks, folds the column correction and a per-row shift into the product itself (two extra dimensions of
 the GEMM), and either keeps exp(logits - shift) of every chunk for the backward pass (when the whole matrix
 fits `keep_elements`) or recomputes each chunk in backward (then only one chunk lives at a time). Under
-autocast the products run in the autocast dtype with float32 accumulation; the log-sum-exp is float32.
+autocast the chunk lives in the autocast dtype: the products accumulate in float32 inside the GEMM, the
+exponentials of s - shift (at most e^60, and near 1 where they matter) are stored in bf16, and their row sums,
+the positive logit and the log-sum-exp are float32. On an H200 a bf16-output product at 16,384 x 16,384 x 72
+took 0.25 ms against 0.90 ms for torch.mm(..., out_dtype=torch.float32), and every float32 pass over that
+matrix costs about 0.25 ms per read of it.
 """
 
 from __future__ import annotations
@@ -42,17 +46,6 @@ def _gemm_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     if dtype != torch.float64 and torch.is_autocast_enabled(device.type):
         return torch.get_autocast_dtype(device.type)
     return dtype
-
-
-def _product(a: torch.Tensor, b: torch.Tensor, out: torch.dtype) -> torch.Tensor:
-    """a @ b (bf16 / fp16 products accumulate in float32 inside the GEMM) as `out`.
-
-    A bf16 output is rounded to 2^-9 of |logit - shift|, small where it matters because the shift is folded
-    in; on an H200 a bf16-output GEMM plus the cast took 0.6 ms at 16,384 x 16,384 against 0.9 ms for
-    torch.mm(..., out_dtype=torch.float32).
-    """
-    product = a @ b
-    return product if product.dtype == out else product.to(out)
 
 
 def _exact_parts(x: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -100,14 +93,13 @@ class _ChunkedSoftmax(torch.autograd.Function):
         kept = []
         for k, start in enumerate(starts):
             end = min(start + rows, n)
-            chunk = _product(_fold(q[start:end], shift[start:end], columns, gemm_dtype), columns.T, acc)
+            chunk = _fold(q[start:end], shift[start:end], columns, gemm_dtype) @ columns.T
             local = torch.arange(end - start, device=q.device)
             chunk[hit_rows[hit_bounds[k] : hit_bounds[k + 1]] - start, hit_cols[hit_bounds[k] : hit_bounds[k + 1]]] = float("-inf")
             chunk[local, labels[start:end]] = float("-inf")
             best_negative[start:end] = chunk.amax(dim=1)
-            chunk.exp_()
-            chunk[local, labels[start:end]] = torch.exp(positive[start:end] - shift[start:end])  # the exact positive term
-            total[start:end] = chunk.sum(dim=1)
+            chunk.exp_()  # the label's entry is 0 now; its term is added exactly, in float32
+            total[start:end] = chunk.sum(dim=1, dtype=acc) + torch.exp(positive[start:end] - shift[start:end])
             if keep:
                 kept.append(chunk)
         lse = shift + total.log()
@@ -147,14 +139,13 @@ class _ChunkedSoftmax(torch.autograd.Function):
                 probs = ctx.kept[k].mul_((g * torch.exp(shift[start:end] - lse[start:end]))[:, None])
                 ctx.kept[k] = None
             else:
-                probs = _product(_fold(q[start:end], lse[start:end], columns, dtype), columns.T, acc)
+                probs = _fold(q[start:end], lse[start:end], columns, dtype) @ columns.T
                 probs[hit_rows[ctx.hit_bounds[k] : ctx.hit_bounds[k + 1]] - start, hit_cols[ctx.hit_bounds[k] : ctx.hit_bounds[k + 1]]] = float("-inf")
                 probs.exp_().mul_(g[:, None])
             local = torch.arange(end - start, device=q.device)
-            probs[local, labels[start:end]] = g * torch.expm1(positive[start:end] - lse[start:end])  # softmax - 1 at the label
-            probs = probs.to(dtype)
-            grad_q[start:end] = _product(probs, c_gemm, acc)
-            grad_c += _product(probs.T, q_gemm[start:end], acc)
+            probs[local, labels[start:end]] = (g * torch.expm1(positive[start:end] - lse[start:end])).to(dtype)  # softmax - 1 at the label
+            grad_q[start:end] = probs @ c_gemm
+            grad_c += probs.T @ q_gemm[start:end]
         ctx.kept = []
         return grad_q.to(q.dtype), grad_c.to(c.dtype), None, None, None, None, None, None
 

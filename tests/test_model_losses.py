@@ -190,16 +190,18 @@ def test_ssl_loss_and_gradients_match_float64_reference(batch, budget, with_repe
             assert_close_to(grad, expected_grad, rtol)
 
 
+@pytest.mark.parametrize("budget", BUDGETS.values(), ids=BUDGETS.keys())
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))])
-def test_bf16_products_stay_within_the_rounding_bound(batch, device):
+def test_bf16_products_stay_within_the_rounding_bound(batch, device, budget):
     """Under bf16 autocast the products take bf16 inputs (relative rounding 2^-9 per element of the unit vectors).
 
     A logit cos/tau then moves by at most about 2 * 2^-9 / tau (both vectors rounded; |q|=|c|=1 and
     Cauchy-Schwarz), and the product's own bf16 output rounding adds at most 2^-9 of |logit - shift|, which is
-    below 2/tau + the range of log p: so every logit is within delta = (3 * 2^-9) * (2/tau + range) of exact,
-    the loss (a log-sum-exp minus the exact positive) within delta, and each gradient entry (softmax weights
-    scaled by at most e^delta - 1, plus the bf16 rounding 2^-9 of the weights) within (e^delta - 1 + 2^-8)
-    of the largest gradient. The positive logit and the log-sum-exp stay float32.
+    below 2/tau + the range of log Q: so every logit is within delta = (3 * 2^-9) * (2/tau + range) of exact.
+    The exponentials are stored in bf16 (2^-9 each) and summed in float32, and the positive logit is exact,
+    so the loss is within delta + 2^-8. Each gradient entry (softmax weights scaled by at most e^delta - 1, the
+    weights rounded twice in bf16, the two gradient products' bf16 outputs) is within e^delta - 1 + 2^-7 of
+    the largest gradient. Here delta is about 0.17 (d = 6); measured: 0.07 on the loss, 2% of the largest gradient.
     """
     tau = 0.1
     case = main_case(batch, logq=True, accidental_hits=True, extra_negatives=True, distinct=False)
@@ -207,11 +209,11 @@ def test_bf16_products_stay_within_the_rounding_bound(batch, device):
     delta = 3 * 2**-9 * (2 / tau + log_q_range)
     expected_loss, _, expected_grads = run_reference(batch, case, tau)
     with torch.autocast(device, dtype=torch.bfloat16):
-        loss, _, grads = run_main_loss(batch, case, tau, torch.float32, device=device)
+        loss, _, grads = run_main_loss(batch, case, tau, torch.float32, budget, device=device)
     assert loss.dtype == torch.float32
-    torch.testing.assert_close(loss.double(), expected_loss, rtol=0, atol=delta)
+    torch.testing.assert_close(loss.double(), expected_loss, rtol=0, atol=delta + 2**-8)
     for grad, expected in zip(grads, expected_grads, strict=True):
-        torch.testing.assert_close(grad.double(), expected, rtol=0, atol=(math.expm1(delta) + 2**-8) * float(expected.detach().abs().max()))
+        torch.testing.assert_close(grad.double(), expected, rtol=0, atol=(math.expm1(delta) + 2**-7) * float(expected.detach().abs().max()))
     # and the rounding is visible: this is not the float32 path
     float32_loss, _, _ = run_main_loss(batch, case, tau, torch.float32, device=device)
     assert not torch.equal(loss, float32_loss)
