@@ -4,7 +4,7 @@ Both are one softmax cross-entropy over candidate columns, s_ij = cos(q_i, c_j) 
 Q_j is the probability that column j was drawn (the logQ correction); a repeat of row i's positive item in
 another column is an accidental hit and is not a negative.
 
-The [n, m] logits are never kept in float32 more than once per loss (issue 19): `softmax_loss` walks row
+The [n, m] logits are never kept more than once per loss (issue 19): `softmax_loss` walks row
 chunks, folds the column correction and a per-row shift into the product itself (two extra dimensions of
 the GEMM), and either keeps exp(logits - shift) of every chunk for the backward pass (when the whole matrix
 fits `keep_elements`) or recomputes each chunk in backward (then only one chunk lives at a time). Under
@@ -33,18 +33,21 @@ class ChunkBudget:
     """Memory budget of softmax_loss, in logits (elements of [rows, columns]).
 
     chunk_elements: rows per chunk = chunk_elements // columns (at least 1).
-    keep_elements: keep the exponentiated logits for backward when rows * columns fits (one float32 copy,
-    saves recomputing the product); beyond it, backward recomputes chunk by chunk.
+    keep_elements: keep the exponentiated logits for backward when rows * columns fits (one copy, float32 or
+    bf16 under autocast; saves recomputing the product); beyond it, backward recomputes chunk by chunk.
     """
 
     chunk_elements: int = 1 << 26  # 256 MiB of float32 logits: few enough chunks that the GPU never waits for Python
-    keep_elements: int = 1 << 29  # 2 GiB: batch 16,384 x 32,768 columns is kept, 65,536 x 65,536 is not
+    keep_elements: int = 1 << 29  # 1 GiB in bf16: batch 16,384 x 32,768 columns is kept, 65,536 x 65,536 is not
 
 
 def _gemm_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    """The products' dtype: autocast's (bf16 / fp16) when it is on for this device, else the inputs' own."""
-    if dtype != torch.float64 and torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type)
+    """bf16 when bf16 autocast is on for this device, else the inputs' own dtype.
+
+    Not fp16: exp(s - shift) reaches e^60, far beyond fp16's 65504; bf16 has float32's exponent range.
+    """
+    if dtype != torch.float64 and torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.bfloat16:
+        return torch.bfloat16
     return dtype
 
 
