@@ -24,7 +24,8 @@ class ModelConfig:
     streaming_hashes: int = 2
     streaming_alpha: float = 0.01  # EMA rate of the average gap
     id_dropout: float = 0.0  # share of clicked items whose id is masked in the main task (DropoutNet)
-    mixed_negatives: int = 0  # extra negatives sampled uniformly from the corpus per batch
+    mixed_negatives: int = 0  # extra negatives sampled uniformly from the corpus per batch, corrected by log(1/N)
+    distinct_items: bool = False  # one main-loss column per distinct clicked item, corrected by log(1 - (1 - p)^n)
     alpha: float = 1.0  # weight of the SSL loss; 0 turns SSL off
     ssl_batch_size: int = 1024  # m, items sampled uniformly per step for the SSL loss
     augmentation: str = "cfm"  # none | mask | dropout | complementary | cfm

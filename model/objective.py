@@ -17,7 +17,7 @@ from towerssl.model.config import ModelConfig
 from towerssl.model.corpus import ItemCorpus
 from towerssl.model.features import ITEM_ID_FIELD, FeatureSpec, Features
 from towerssl.model.frequency import StreamingFrequency
-from towerssl.model.losses import in_batch_accuracy, listwise_loss, main_logits, ssl_logits
+from towerssl.model.losses import main_loss, ssl_loss
 from towerssl.model.towers import TwoTowers
 
 
@@ -85,20 +85,21 @@ class TwoTowerSSL(nn.Module):
         clicked = item_embeddings.pop(0)
         negatives = item_embeddings.pop(0) if negative_idx is not None else None
 
-        logits = main_logits(
+        main, correct = main_loss(
             self.towers.user_tower(users),
             clicked,
             self.config.temperature,
             log_p=self.log_p(item_idx, corpus),
             item_ids=item_idx,
             negative_embeddings=negatives,
-            negative_log_p=None if negative_idx is None else self.log_p(negative_idx, corpus),
             negative_ids=negative_idx,
+            corpus_size=corpus.size,
+            distinct_items=self.config.distinct_items,
         )
-        main = listwise_loss(logits).mean()
+        main = main.mean()
         ssl = torch.zeros((), device=main.device)
         if ssl_idx is not None:
             view_one, view_two = item_embeddings
-            ssl = listwise_loss(ssl_logits(view_one, view_two, self.config.temperature, ssl_idx)).mean()
+            ssl = ssl_loss(view_one, view_two, self.config.temperature, ssl_idx)[0].mean()
         total = main + self.config.alpha * ssl
-        return LossParts(total, main.detach(), ssl.detach(), in_batch_accuracy(logits.detach()))
+        return LossParts(total, main.detach(), ssl.detach(), correct.float().mean())
