@@ -25,7 +25,7 @@ from towerssl.config import build_config, config_dict
 from towerssl.errors import UsageError
 from towerssl.etl.layout import RawInputError, read_raw_layout
 from towerssl.etl.raw import FieldDef, RawInput
-from towerssl.etl.split import SPLITS, STRATEGIES, split_global, split_leave_last_out, split_per_user
+from towerssl.etl.split import SPLITS, STRATEGIES, split_cold_items, split_global, split_leave_last_out, split_per_user
 from towerssl.etl.validate import Checked, CheckedClicks, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
 from towerssl.indices import UNTRAINED_ID_CHOICES
@@ -46,12 +46,14 @@ class EtlConfig:
     input: str
     lake: str
     format: str = "raw"
-    split: str = "global"  # global | per-user | leave-last-out
+    split: str = "global"  # global | per-user | leave-last-out | cold-items
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
     valid_from: int | None = None  # global split with explicit cutoffs (unix seconds, inclusive)
     test_from: int | None = None
-    min_user_clicks: int = 3  # per-user and leave-last-out splits: users with fewer clicks keep all of them in train
+    min_user_clicks: int = 3  # per-user and leave-last-out splits (cold-items: warm clicks): users with fewer keep all in train
+    cold_item_fraction: float = 0.1  # cold-items split: share of the items whose clicks are all held out
+    split_seed: int = 0  # cold-items split: seeds which items are cold and which of them are valid or test
     min_count: int = 1  # feature values seen on fewer items (users) map to unknown
     id_min_count: int = 1  # item / user ids with fewer training clicks take the untrained id value
     untrained_id: str = "masked"  # that value: masked (as SSL masks ids) | unknown (the old shared id, to compare)
@@ -67,7 +69,9 @@ class EtlConfig:
         if self.split not in STRATEGIES:
             raise UsageError(f"split must be one of {', '.join(STRATEGIES)}, got {self.split!r}")
         if self.split == "global" and self.format in UNTIMED_FORMATS:
-            raise UsageError(f"split global cuts all clicks at one time, but {self.format} logs have no timestamps (only each user's order): use split leave-last-out or per-user")
+            raise UsageError(f"split global cuts all clicks at one time, but {self.format} logs have no timestamps (only each user's order): use split leave-last-out, per-user or cold-items")
+        if not 0 < self.cold_item_fraction < 1:
+            raise UsageError(f"cold_item_fraction must be in (0, 1), got {self.cold_item_fraction}")
         if not (0 <= self.valid_fraction < 1 and 0 < self.test_fraction < 1 and self.valid_fraction + self.test_fraction < 1):
             raise UsageError("valid_fraction and test_fraction must be in [0, 1) and sum to less than 1")
         if min(self.click_files, self.multi_length, self.multi_hard_limit) < 1:
@@ -308,6 +312,8 @@ def _validated_clicks(raw: RawInput, entities: _Entities, config: EtlConfig) -> 
     else:  # a window per user: materialized, in the files' partitioning again
         if config.split == "leave-last-out":
             split = split_leave_last_out(clicks.valid, config.min_user_clicks)
+        elif config.split == "cold-items":
+            split = split_cold_items(clicks.valid, config.cold_item_fraction, config.split_seed, config.valid_fraction, config.test_fraction, config.min_user_clicks)
         else:
             split = split_per_user(clicks.valid, config.valid_fraction, config.test_fraction, config.min_user_clicks)
         split = _materialized(split.repartition(config.click_files, "user_id", "item_id", "timestamp"))
@@ -412,12 +418,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, help="input format (default: raw)")
     parser.add_argument("--config", help="YAML file; its `etl:` section sets any option below (flags win)")
     parser.add_argument("--split", choices=STRATEGIES, help="global (default; not for amazon-s3rec, which has no timestamps): last clicks of all; per-user: "
-                        "each user's last clicks; leave-last-out: each user's last click is test, the one before valid")
+                        "each user's last clicks; leave-last-out: each user's last click is test, the one before valid; cold-items: "
+                        "a share of the items has all its clicks in valid or in test (by item), the others split per user")
     parser.add_argument("--valid-fraction", type=float, help="share of clicks in the validation window (default 0.1)")
     parser.add_argument("--test-fraction", type=float, help="share of clicks in the test window (default 0.1)")
     parser.add_argument("--valid-from", type=int, help="global split: first validation timestamp (unix seconds)")
     parser.add_argument("--test-from", type=int, help="global split: first test timestamp (unix seconds); wins over fractions")
-    parser.add_argument("--min-user-clicks", type=int, help="per-user and leave-last-out splits: fewer clicks keep the user all in train (default 3)")
+    parser.add_argument("--min-user-clicks", type=int, help="per-user and leave-last-out splits (cold-items: the warm clicks): fewer clicks keep the user all in train (default 3)")
+    parser.add_argument("--cold-item-fraction", type=float, help="cold-items split: share of the items that are cold, none of their clicks in train (default 0.1)")
+    parser.add_argument("--split-seed", type=int, help="cold-items split: seed of which items are cold, and valid or test (default 0)")
     parser.add_argument("--min-count", type=int, help="feature values on fewer items/users map to unknown (default 1)")
     parser.add_argument("--id-min-count", type=int, help="ids with fewer training clicks take the masked id value, as new ones do (default 1)")
     parser.add_argument("--untrained-id", choices=tuple(UNTRAINED_ID_CHOICES), help="id value of items/users without a trained id: masked (default; as SSL masks ids) or unknown (the old shared id, to compare)")

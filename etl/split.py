@@ -4,6 +4,8 @@ global: the last `test_fraction` of all clicks are test, the `valid_fraction` be
 cutoff timestamps. per_user: each user's last clicks are held out (at least one each for valid and test),
 for users with at least `min_user_clicks` clicks; other users' clicks all stay in train. leave-last-out:
 per_user with exactly one click each (the protocol of most published results on the Amazon logs).
+cold-items: a seeded random share of the items is cold, with every click in valid or test (by item), and the
+other items' clicks split per_user (the usual item cold-start protocol).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 SPLITS = ("train", "valid", "test")
-STRATEGIES = ("global", "per-user", "leave-last-out")
+STRATEGIES = ("global", "per-user", "leave-last-out", "cold-items")
 
 
 def split_global(clicks: DataFrame, valid_fraction: float, test_fraction: float, valid_from: int | None = None, test_from: int | None = None) -> DataFrame:
@@ -101,3 +103,26 @@ def split_per_user(clicks: DataFrame, valid_fraction: float, test_fraction: floa
 def split_leave_last_out(clicks: DataFrame, min_user_clicks: int) -> DataFrame:
     """Each eligible user's last click is test and the one before it valid (the per-user rule, one click each)."""
     return split_per_user(clicks, 0.0, 0.0, min_user_clicks)
+
+
+UNIFORM_BITS = 53  # a hash's low bits as a double in [0, 1): exact in a double's mantissa
+
+
+def _item_uniform(seed: int, purpose: str) -> Column:
+    """A pseudo-random number in [0, 1) per item_id, fixed by (seed, purpose): the same item gets the same
+    draw in any partitioning and on any rerun, whatever other clicks the log holds."""
+    hashed = F.xxhash64(F.lit(seed), F.lit(purpose), F.col("item_id"))
+    return hashed.bitwiseAND(F.lit((1 << UNIFORM_BITS) - 1)) / float(1 << UNIFORM_BITS)
+
+
+def split_cold_items(clicks: DataFrame, cold_fraction: float, seed: int, valid_fraction: float, test_fraction: float,
+                     min_user_clicks: int) -> DataFrame:
+    """Each item is cold with probability cold_fraction (so about that share of the clicked items); a cold
+    item has no click in train: with probability 1/2 all its clicks are valid, else all are test, so the
+    valid and test cold items are disjoint. The warm items' clicks are split by split_per_user (a user's
+    warm clicks only count toward its min_user_clicks)."""
+    cold = _item_uniform(seed, "cold") < cold_fraction
+    flagged = clicks.withColumn("_cold", cold)
+    warm = split_per_user(flagged.where(~F.col("_cold")), valid_fraction, test_fraction, min_user_clicks)
+    held_out = flagged.where(F.col("_cold")).withColumn("split", F.when(_item_uniform(seed, "half") < 0.5, "valid").otherwise("test"))
+    return warm.unionByName(held_out).drop("_cold")

@@ -128,3 +128,29 @@ def test_toys_and_games_leave_last_out(spark, tmp_path):
     fields = {r["field"]: r for r in read_table(spark, config.lake, "fields").collect()}
     assert fields["categories"]["length"] == 15
     assert sum(1 for r in items.values() if r["brand"] > 2) == 11_923  # the README's rule: one item has no brand
+
+
+@pytest.mark.slow
+def test_toys_and_games_cold_items(spark, tmp_path):
+    """The real Toys_and_Games log under the cold-items split: every click kept, about a tenth of the items
+    wholly in valid or wholly in test, in two halves."""
+    log = shared_dataset("amazon-s3rec") / "Toys_and_Games.txt"
+    config = EtlConfig(input=str(log), lake=str(tmp_path / "lake"), format="amazon-s3rec", split="cold-items", split_seed=5)
+    summary = run_etl(spark, config)
+    assert summary["rows_written"]["interactions"] == 167_597 and summary["rows_rejected"] == {}
+    parts = {s: read_table(spark, config.lake, f"{s}_clicks").withColumn("split", F.lit(s)) for s in ("train", "valid", "test")}
+    clicks = parts["train"].unionByName(parts["valid"]).unionByName(parts["test"])
+    assert clicks.select("user_id", "item_id", "timestamp").distinct().count() == 167_597
+    splits = clicks.groupBy("item_id").agg(F.collect_set("split").alias("splits")).collect()
+    without_train = [set(r["splits"]) for r in splits if "train" not in r["splits"]]
+    assert summary["new_items"] == len(without_train)
+    # Cold items have all their clicks in valid or all in test. A few warm items also lose every click to
+    # the per-user holdout (86 with this seed, in both valid and test; a few in one of them), so the cold
+    # share is bounded between the binomial band and that band plus the warm ones.
+    only_valid, only_test = sum(s == {"valid"} for s in without_train), sum(s == {"test"} for s in without_train)
+    mixed = len(without_train) - only_valid - only_test
+    n_items, fraction = 11_924, config.cold_item_fraction
+    band = 4 * (n_items * fraction * (1 - fraction)) ** 0.5
+    assert n_items * fraction - band < only_valid + only_test < n_items * fraction + band + mixed
+    assert mixed < 0.01 * n_items
+    assert abs(only_valid - only_test) < 4 * (only_valid + only_test) ** 0.5  # two halves by item
