@@ -74,7 +74,7 @@ def test_evaluate_writes_metrics_by_slice_with_baseline(runs):
     assert (run_dir / "recall_by_decile.png").stat().st_size > 0
 
 
-def test_export_index_matches_exact_search_and_user_tower_reproduces(runs, spark):
+def test_export_index_matches_exact_search_and_user_tower_reproduces(runs):
     import faiss
 
     from towerssl.trainer.faiss_index import read_item_embeddings
@@ -84,7 +84,7 @@ def test_export_index_matches_exact_search_and_user_tower_reproduces(runs, spark
     run_dir = runs["cfm"][0]
     card = export_run(run_dir)
     out = run_dir / "export"
-    item_idx, _, vectors = read_item_embeddings(spark, out, "item_embeddings")
+    item_idx, _, vectors = read_item_embeddings(out, "item_embeddings")
     assert card["embedding"]["items"] == len(item_idx) == vectors.shape[0]
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
     index = faiss.read_index(str(out / "items.faiss"))
