@@ -169,3 +169,20 @@ def test_cli_errors_are_one_line(tmp_path):
     bad.write_text("train:\n  batch_sise: 3\n")
     result = subprocess.run([sys.executable, "-m", "towerssl.cli", "train", "--lake", "x", "--run", str(tmp_path / "r"), "--config", str(bad)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown key(s) batch_sise" in result.stderr
+
+
+@pytest.mark.parametrize(("table", "step"), [("items", "etl"), ("item_stats", "stats")])
+def test_a_truncated_data_file_is_one_line_naming_the_file_the_table_and_the_step(synthetic_lake, tmp_path, table, step):
+    import shutil
+
+    from deltalake import DeltaTable
+
+    lake = tmp_path / "lake"
+    shutil.copytree(synthetic_lake, lake)
+    victim = sorted(DeltaTable(str(lake / table)).file_uris())[0]
+    Path(victim).write_bytes(Path(victim).read_bytes()[:-200])  # cut off the footer, as an interrupted copy would
+    result = subprocess.run([sys.executable, "-m", "towerssl.cli", "train", "--lake", str(lake), "--run", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"towerssl train: error: table {table} (version ")
+    assert Path(victim).as_uri() in message and f"re-run `towerssl {step}`" in message
