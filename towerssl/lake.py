@@ -123,7 +123,8 @@ def read_snapshot(snapshot: Snapshot, columns: list[str] | None = None, rerun: s
             try:
                 ds.dataset([path], format="parquet", filesystem=filesystem).to_table(columns=columns)
             except (pa.ArrowInvalid, OSError) as error:
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                # pyarrow's message nests "context: context: cause"; the cause is what the user needs
+                reason = "no such file" if isinstance(error, FileNotFoundError) else str(error).strip().splitlines()[0].rsplit(": ", 1)[-1]
                 step = f"`towerssl {rerun}`, the step that wrote it" if rerun else "the step that wrote it"
                 raise UsageError(
                     f"table {Path(snapshot.path).name} (version {snapshot.version}): data file {url} cannot be read ({reason}); re-run {step}"
