@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import SparkSession
 
 from towerssl.errors import UsageError
 from towerssl.lake import dense_order, pinned_snapshot, read_snapshot, read_table
+
+if TYPE_CHECKING:  # the trainer imports this module's array readers on nodes without pyspark
+    from pyspark.sql import SparkSession
 
 
 def mi_matrix(field_a: Sequence[str], field_b: Sequence[str], values: Sequence[float], fields: Sequence[str]) -> np.ndarray:
@@ -42,4 +45,4 @@ def log_p_by_item(stats: pa.Table, n_items: int | None = None) -> np.ndarray:
 
 def load_log_p(spark: SparkSession, lake: str | Path, n_items: int | None = None) -> np.ndarray:
     """log p_j per item (log_p_by_item), read from item_stats' pinned data files."""
-    return log_p_by_item(read_snapshot(pinned_snapshot(spark, lake, "item_stats"), ["item_idx", "log_p"]), n_items)
+    return log_p_by_item(read_snapshot(pinned_snapshot(spark, lake, "item_stats"), ["item_idx", "log_p"], rerun="stats"), n_items)

@@ -328,13 +328,13 @@ def test_evaluation_data_from_lake_equals_from_arrays(spark, tmp_path, dataset):
     write("valid_clicks", list(zip(eval_items.tolist()[:50], eval_users.tolist()[:50])), clicks)
     decile[3] = NO_DECILE
     expected = EvaluationData.from_arrays(train_users, train_items, eval_users, eval_items, bucket, decile)
-    loaded = EvaluationData.from_lake(spark, lake)
+    loaded = EvaluationData.from_lake(lake)
     for field in ("train", "evaluation"):
         np.testing.assert_array_equal(getattr(loaded, field).indptr, getattr(expected, field).indptr)
         np.testing.assert_array_equal(getattr(loaded, field).indices, getattr(expected, field).indices)
     for field in ("item_clicks", "item_bucket", "item_decile"):
         np.testing.assert_array_equal(getattr(loaded, field), getattr(expected, field))
-    valid = EvaluationData.from_lake(spark, lake, split="valid")
+    valid = EvaluationData.from_lake(lake, split="valid")
     assert valid.evaluation.indices.size == len(set(zip(eval_items.tolist()[:50], eval_users.tolist()[:50])))
     with pytest.raises(ValueError, match="split must be one of"):
-        EvaluationData.from_lake(spark, lake, split="train")
+        EvaluationData.from_lake(lake, split="train")

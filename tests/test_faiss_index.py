@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import faiss
 import numpy as np
 import pytest
 import torch
+from deltalake import DeltaTable
 
 from towerssl.lake import commit_metadata
 from towerssl.trainer.evaluate import top_k_items
@@ -44,12 +47,20 @@ def test_item_embeddings_round_trip_through_delta_and_the_flat_index_equals_exac
     item_idx = np.arange(len(items), dtype=np.int32)
     item_id = (item_idx.astype(np.int64) * 7919) + 10**12
     order = np.random.default_rng(0).permutation(len(items))  # written in any row order
-    write_item_embeddings(spark, tmp_path, "item_embeddings", item_idx[order], item_id[order], torch.from_numpy(items[order]), "run-42", {"dim": 32})
+    write_item_embeddings(tmp_path, "item_embeddings", item_idx[:5], item_id[:5], items[:5], "run-41", {"dim": 32})
+    write_item_embeddings(tmp_path, "item_embeddings", item_idx[order], item_id[order], torch.from_numpy(items[order]), "run-42", {"dim": 32})
 
+    # Written by delta-rs, read by the project's SparkSession: the latest version, its schema and commit record.
     table = spark.read.format("delta").load(str(tmp_path / "item_embeddings"))
-    assert [(f.name, f.dataType.simpleString()) for f in table.schema.fields] == [("item_idx", "int"), ("item_id", "bigint"), ("embedding", "array<float>")]
+    assert [(f.name, f.dataType.simpleString(), f.nullable) for f in table.schema.fields] == [("item_idx", "int", False), ("item_id", "bigint", False), ("embedding", "array<float>", False)]
     assert commit_metadata(spark, tmp_path, "item_embeddings") == {"run_id": "run-42", "config": {"dim": 32}}
-    read_idx, read_id, exported = read_item_embeddings(spark, tmp_path, "item_embeddings")
+    by_spark = {r.item_idx: (r.item_id, r.embedding) for r in table.collect()}
+    assert len(by_spark) == len(items) and by_spark[17] == (item_id[17], items[17].tolist())
+    # ... and by delta-rs itself.
+    delta = DeltaTable(str(tmp_path / "item_embeddings"))
+    assert delta.version() == 1 and json.loads(delta.history(1)[0]["userMetadata"])["run_id"] == "run-42"
+    assert delta.to_pyarrow_table().num_rows == len(items)
+    read_idx, read_id, exported = read_item_embeddings(tmp_path, "item_embeddings")
     np.testing.assert_array_equal(read_idx, item_idx)
     np.testing.assert_array_equal(read_id, item_id)
     np.testing.assert_array_equal(exported, items)  # bit for bit

@@ -74,7 +74,7 @@ def test_evaluate_writes_metrics_by_slice_with_baseline(runs):
     assert (run_dir / "recall_by_decile.png").stat().st_size > 0
 
 
-def test_export_index_matches_exact_search_and_user_tower_reproduces(runs, spark):
+def test_export_index_matches_exact_search_and_user_tower_reproduces(runs):
     import faiss
 
     from towerssl.trainer.faiss_index import read_item_embeddings
@@ -84,7 +84,7 @@ def test_export_index_matches_exact_search_and_user_tower_reproduces(runs, spark
     run_dir = runs["cfm"][0]
     card = export_run(run_dir)
     out = run_dir / "export"
-    item_idx, _, vectors = read_item_embeddings(spark, out, "item_embeddings")
+    item_idx, _, vectors = read_item_embeddings(out, "item_embeddings")
     assert card["embedding"]["items"] == len(item_idx) == vectors.shape[0]
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
     index = faiss.read_index(str(out / "items.faiss"))
@@ -198,3 +198,20 @@ def test_cli_errors_are_one_line(tmp_path):
     bad.write_text("train:\n  batch_sise: 3\n")
     result = subprocess.run([sys.executable, "-m", "towerssl.cli", "train", "--lake", "x", "--run", str(tmp_path / "r"), "--config", str(bad)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown key(s) batch_sise" in result.stderr
+
+
+@pytest.mark.parametrize(("table", "step"), [("items", "etl"), ("item_stats", "stats")])
+def test_a_truncated_data_file_is_one_line_naming_the_file_the_table_and_the_step(synthetic_lake, tmp_path, table, step):
+    import shutil
+
+    from deltalake import DeltaTable
+
+    lake = tmp_path / "lake"
+    shutil.copytree(synthetic_lake, lake)
+    victim = sorted(DeltaTable(str(lake / table)).file_uris())[0]
+    Path(victim).write_bytes(Path(victim).read_bytes()[:-200])  # cut off the footer, as an interrupted copy would
+    result = subprocess.run([sys.executable, "-m", "towerssl.cli", "train", "--lake", str(lake), "--run", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"towerssl train: error: table {table} (version ")
+    assert Path(victim).as_uri() in message and f"re-run `towerssl {step}`" in message

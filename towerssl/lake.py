@@ -1,15 +1,25 @@
-"""Reading and writing the Delta tables of a lake directory (LAKE_DIR/<table>)."""
+"""Reading and writing the Delta tables of a lake directory (LAKE_DIR/<table>).
+
+The Spark functions serve the ETL and statistics jobs; the snapshot reader serves both sides. pyspark is
+imported only for type checking, so the training side (towerssl.delta_rs) imports this module without it.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import DataFrame, SparkSession
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from towerssl.errors import UsageError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 
 class MissingTableError(UsageError, FileNotFoundError):
@@ -47,14 +57,18 @@ def write_table(df: DataFrame, lake: str | Path, table: str, run_id: str, config
 
     A failing write commits nothing, so readers keep seeing the previous version.
     """
-    metadata = json.dumps({"run_id": run_id, "config": config}, sort_keys=True, default=str)
     (
         df.write.format("delta")
         .mode("overwrite")
         .option("overwriteSchema", "true")
-        .option("userMetadata", metadata)
+        .option("userMetadata", commit_record(run_id, config))
         .save(table_path(lake, table))
     )
+
+
+def commit_record(run_id: str, config: dict[str, Any]) -> str:
+    """The userMetadata of every commit the project makes (Spark or delta-rs): the run id and its config."""
+    return json.dumps({"run_id": run_id, "config": config}, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -91,23 +105,36 @@ def commit_metadata(spark: SparkSession, lake: str | Path, table: str) -> dict[s
     return json.loads(row[0]) if row and row[0] else {}
 
 
-def read_snapshot(snapshot: Snapshot, columns: list[str] | None = None):
-    """The snapshot's data files as one pyarrow Table, without Spark (the trainer reads tables this way)."""
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
+def read_snapshot(snapshot: Snapshot, columns: list[str] | None = None, rerun: str | None = None) -> pa.Table:
+    """The snapshot's data files as one pyarrow Table, without Spark (the trainer reads tables this way).
 
+    Files go through pyarrow's own file systems (local, s3://, gs://, hdfs://). A file that cannot be read
+    (truncated, not Parquet, gone) is a UsageError naming the file and the table and saying to re-run
+    `towerssl <rerun>`, the step that wrote it.
+    """
     if not snapshot.files:
         raise MissingTableError(f"Delta table {snapshot.path} version {snapshot.version} has no data files")
     filesystem = pafs.FileSystem.from_uri(snapshot.files[0])[0]
     paths = [pafs.FileSystem.from_uri(f)[1] for f in snapshot.files]
-    return ds.dataset(paths, format="parquet", filesystem=filesystem).to_table(columns=columns)
+    try:
+        return ds.dataset(paths, format="parquet", filesystem=filesystem).to_table(columns=columns)
+    except (pa.ArrowInvalid, OSError):
+        for url, path in zip(snapshot.files, paths):  # find the file to name (only on this error path)
+            try:
+                ds.dataset([path], format="parquet", filesystem=filesystem).to_table(columns=columns)
+            except (pa.ArrowInvalid, OSError) as error:
+                # pyarrow's message nests "context: context: cause"; the cause is what the user needs
+                reason = "no such file" if isinstance(error, FileNotFoundError) else str(error).strip().splitlines()[0].rsplit(": ", 1)[-1]
+                step = f"`towerssl {rerun}`, the step that wrote it" if rerun else "the step that wrote it"
+                raise UsageError(
+                    f"table {Path(snapshot.path).name} (version {snapshot.version}): data file {url} cannot be read ({reason}); re-run {step}"
+                ) from error
+        raise
 
 
 def dense_order(table, index: str, name: str, rerun: str, expected: int | None = None):
     """Row order that sorts a pyarrow table by its dense index column, which must hold each of 0..n-1 once
     (n = `expected`, else the row count); otherwise a one-line error naming the table and the job to rerun."""
-    import numpy as np
-
     values = table.column(index).to_numpy()
     n = len(values) if expected is None else expected
     order = np.argsort(values, kind="stable")

@@ -33,6 +33,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     bf16: bool = True  # autocast to bfloat16 on CUDA
     tensorboard: bool = True
+    log_every: int = 100  # steps between progress log lines (step, losses, examples/s); 0: none
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -49,6 +50,7 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
             (self.eval_every >= 0 and self.patience >= 0 and self.eval_k >= 1, "eval_every, patience >= 0 and eval_k >= 1"),
             (self.workers >= 1 and self.shuffle_buffer >= 1, "workers and shuffle_buffer must be >= 1"),
+            (self.log_every >= 0, "log_every must be >= 0"),
         ]
         errors = [message for ok, message in problems if not ok]
         if errors:

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from towerssl.delta_rs import snapshot
+from towerssl.lake import read_snapshot
+
 log = logging.getLogger(__name__)
 
 KS: tuple[int, ...] = (10, 50, 100)
@@ -373,15 +376,16 @@ class EvaluationData:
         )
 
     @classmethod
-    def from_lake(cls, spark: Any, lake: str | Path, split: str = "test") -> EvaluationData:
-        """Read train_clicks, <split>_clicks (test by default, or valid), items and item_stats."""
+    def from_lake(cls, lake: str | Path, split: str = "test") -> EvaluationData:
+        """Read train_clicks, <split>_clicks (test by default, or valid), items and item_stats (latest versions,
+        with delta-rs: no Spark)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-        item_idx = _read_columns(spark, lake, "items", ["item_idx"])["item_idx"]
+        item_idx = _read_columns(lake, "items", ["item_idx"])["item_idx"]
         n_items = int(item_idx.max(initial=-1)) + 1
         if item_idx.size != n_items:
             raise ValueError(f"items: item_idx is not dense 0..{n_items - 1} ({item_idx.size} rows)")
-        stats = _read_columns(spark, lake, "item_stats", ["item_idx", "bucket", "decile"])
+        stats = _read_columns(lake, "item_stats", ["item_idx", "bucket", "decile"])
         stats_idx = _checked_index(stats["item_idx"], n_items, "item_stats.item_idx")
         missing = np.setdiff1d(np.arange(n_items), stats_idx)
         if missing.size or stats_idx.size != n_items:
@@ -390,8 +394,8 @@ class EvaluationData:
         bucket[stats_idx] = stats["bucket"]
         decile = np.full(n_items, NO_DECILE, dtype=np.int64)
         decile[stats_idx] = np.nan_to_num(stats["decile"].astype(np.float64), nan=NO_DECILE).astype(np.int64)
-        train = _read_columns(spark, lake, "train_clicks", ["user_idx", "item_idx"])
-        evaluation = _read_columns(spark, lake, SPLITS[split], ["user_idx", "item_idx"])
+        train = _read_columns(lake, "train_clicks", ["user_idx", "item_idx"])
+        evaluation = _read_columns(lake, SPLITS[split], ["user_idx", "item_idx"])
         return cls.from_arrays(train["user_idx"], train["item_idx"], evaluation["user_idx"], evaluation["item_idx"], bucket, decile, split)
 
     @property
@@ -405,11 +409,9 @@ class EvaluationData:
         return np.flatnonzero((self.evaluation.counts() > 0) & (self.train.counts() == 0))
 
 
-def _read_columns(spark: Any, lake: str | Path, table: str, columns: list[str]) -> dict[str, np.ndarray]:
-    """Columns of the latest version of a Delta table, read from its pinned files with Arrow (no collect)."""
-    from towerssl.lake import pinned_snapshot, read_snapshot
-
-    data = read_snapshot(pinned_snapshot(spark, lake, table), columns)
+def _read_columns(lake: str | Path, table: str, columns: list[str]) -> dict[str, np.ndarray]:
+    """Columns of the latest version of a Delta table, read from its files with Arrow."""
+    data = read_snapshot(snapshot(lake, table), columns)
     return {c: data.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
 

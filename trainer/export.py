@@ -40,8 +40,6 @@ def export_user_tower(run: TrainedRun, path: Path, example_rows: int = 8) -> tor
 
 
 def export_run(run_dir: str | Path) -> dict[str, Any]:
-    from towerssl.spark import spark_session
-
     run = TrainedRun.load(run_dir)
     out = run.run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)
@@ -49,7 +47,7 @@ def export_run(run_dir: str | Path) -> dict[str, Any]:
     item_table = run.manifest.read("items", ["item_idx", "item_id"]).sort_by("item_idx")
     item_emb = embed(run.towers.item_tower, items).numpy()
     run_id = run.run_dir.name
-    write_item_embeddings(spark_session("towerssl-export"), out, "item_embeddings", item_table.column("item_idx").to_numpy(), item_table.column("item_id").to_numpy(), item_emb, run_id, run.config.to_dict())
+    write_item_embeddings(out, "item_embeddings", item_table.column("item_idx").to_numpy(), item_table.column("item_id").to_numpy(), item_emb, run_id, run.config.to_dict())
     save_index(build_flat_index(item_emb), out / "items.faiss")
     export_user_tower(run, out / "user_tower.pt")
     metrics_path = run.run_dir / "metrics.json"

@@ -13,9 +13,11 @@ from typing import Any
 
 import faiss
 import numpy as np
+import pyarrow as pa
 import torch
 
-from towerssl.lake import pinned_snapshot, read_snapshot, write_table
+from towerssl.delta_rs import snapshot, write_arrow
+from towerssl.lake import read_snapshot
 from towerssl.trainer.evaluate import ArrayLike, top_k_items
 
 log = logging.getLogger(__name__)
@@ -100,8 +102,16 @@ def load_index(path: str | Path) -> faiss.Index:
     return index
 
 
+ITEM_EMBEDDINGS_SCHEMA = pa.schema(
+    [
+        pa.field("item_idx", pa.int32(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("embedding", pa.list_(pa.field("element", pa.float32(), nullable=False)), nullable=False),
+    ]
+)
+
+
 def write_item_embeddings(
-    spark: Any,
     lake_or_dir: str | Path,
     table: str,
     item_idx: ArrayLike,
@@ -110,11 +120,8 @@ def write_item_embeddings(
     run_id: str,
     config: dict[str, Any],
 ) -> None:
-    """Item embeddings as a Delta table (item_idx int, item_id long, embedding array<float>), one commit
-    recording run_id and config. The vectors are written as given (float32)."""
-    import pandas as pd
-    from pyspark.sql.types import ArrayType, FloatType, IntegerType, LongType, StructField, StructType
-
+    """Item embeddings as a Delta table (item_idx int, item_id long, embedding array<float>), one delta-rs
+    commit recording run_id and config (no JVM; Spark reads it too). The vectors are written as given (float32)."""
     vectors = np.asarray(emb.detach().cpu() if isinstance(emb, torch.Tensor) else emb, dtype=np.float32)
     idx = np.asarray(item_idx, dtype=np.int32)
     ids = np.asarray(item_id, dtype=np.int64)
@@ -122,27 +129,17 @@ def write_item_embeddings(
         raise ValueError(f"{table}: {idx.size} item_idx, {ids.size} item_id and embedding shape {vectors.shape} disagree")
     if not np.isfinite(vectors).all():
         raise ValueError(f"{table}: embedding of row {int(np.flatnonzero(~np.isfinite(vectors).all(1))[0])} is not finite")
-    schema = StructType(
-        [
-            StructField("item_idx", IntegerType(), False),
-            StructField("item_id", LongType(), False),
-            StructField("embedding", ArrayType(FloatType(), False), False),
-        ]
-    )
-    frame = pd.DataFrame({"item_idx": idx, "item_id": ids, "embedding": list(vectors)})
-    arrow_key = "spark.sql.execution.arrow.pyspark.enabled"
-    previous = spark.conf.get(arrow_key, "false")
-    spark.conf.set(arrow_key, "true")  # Arrow hands the float32 rows to the JVM in bulk (about 4x faster)
-    try:
-        write_table(spark.createDataFrame(frame, schema=schema), lake_or_dir, table, run_id, config)
-    finally:
-        spark.conf.set(arrow_key, previous)
+    flat = pa.array(np.ascontiguousarray(vectors).reshape(-1), type=pa.float32())
+    offsets = pa.array(np.arange(idx.size + 1, dtype=np.int32) * vectors.shape[1])
+    embedding = pa.ListArray.from_arrays(offsets, flat, type=ITEM_EMBEDDINGS_SCHEMA.field("embedding").type)
+    data = pa.Table.from_arrays([pa.array(idx), pa.array(ids), embedding], schema=ITEM_EMBEDDINGS_SCHEMA)
+    write_arrow(data, lake_or_dir, table, run_id, config)
     log.info("wrote %d item embeddings of dimension %d to %s", idx.size, vectors.shape[1], table)
 
 
-def read_item_embeddings(spark: Any, lake_or_dir: str | Path, table: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_item_embeddings(lake_or_dir: str | Path, table: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(item_idx [n], item_id [n], embedding float32 [n, D]) of the latest version, ordered by item_idx."""
-    data = read_snapshot(pinned_snapshot(spark, lake_or_dir, table), ["item_idx", "item_id", "embedding"])
+    data = read_snapshot(snapshot(lake_or_dir, table), ["item_idx", "item_id", "embedding"], rerun="export")
     order = np.argsort(data.column("item_idx").to_numpy(), kind="stable")
     flat = data.column("embedding").combine_chunks()
     dim = len(flat[0]) if len(flat) else 0

@@ -1,13 +1,14 @@
 """What a training run reads from the lake, pinned once and recorded in RUN_DIR/manifest.json.
 
-The trainer resolves each table's Delta version and file list with Spark when a run starts; everything after
-that (resume, evaluate, export) reads exactly those files with pyarrow, so a model is always tied to the table
-versions it was trained on, and a run needs no JVM after its first minute.
+The trainer resolves each table's Delta version and file list with delta-rs when a run starts; everything
+after that (resume, evaluate, export) reads exactly those files with pyarrow, so a model is always tied to the
+table versions it was trained on. No step of a run needs Spark or a JVM.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,12 +16,19 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from towerssl.delta_rs import pin
 from towerssl.errors import UsageError
 from towerssl.lake import Snapshot, dense_order, read_snapshot
 from towerssl.model.features import FeatureSpec, Features, FieldSpec
 from towerssl.stats.readers import log_p_by_item, mi_matrix
 
-TRAINING_TABLES = ("fields", "items", "users", "train_clicks", "valid_clicks", "test_clicks", "item_stats", "feature_mi")
+log = logging.getLogger(__name__)
+
+# The tables a run reads, each with the command that writes it (named in errors about the table).
+TRAINING_TABLES = {
+    "fields": "etl", "items": "etl", "users": "etl", "train_clicks": "etl", "valid_clicks": "etl", "test_clicks": "etl",
+    "item_stats": "stats", "feature_mi": "stats",
+}
 
 
 @dataclass(frozen=True)
@@ -43,18 +51,17 @@ class Manifest:
 
     @classmethod
     def resolve(cls, lake: str | Path) -> Manifest:
-        """Pin the latest version of every table the trainer needs (uses Spark)."""
-        from towerssl.lake import pinned_snapshot
-        from towerssl.spark import spark_session
-
-        spark = spark_session("towerssl-train-inputs")
-        return cls(str(lake), {name: pinned_snapshot(spark, lake, name) for name in TRAINING_TABLES})
+        """Pin the version of every table the trainer needs and list its files (delta-rs, no JVM)."""
+        log.info("pinning the versions of %d tables in %s", len(TRAINING_TABLES), lake)
+        manifest = cls(str(lake), pin(lake, TRAINING_TABLES))
+        log.info("pinned %s", ", ".join(f"{name} v{version}" for name, version in manifest.versions().items()))
+        return manifest
 
     def versions(self) -> dict[str, int]:
         return {name: s.version for name, s in self.tables.items()}
 
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
-        return read_snapshot(self.tables[table], columns)
+        return read_snapshot(self.tables[table], columns, rerun=TRAINING_TABLES.get(table))
 
 
 def feature_spec(manifest: Manifest) -> FeatureSpec:

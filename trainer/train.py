@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from towerssl.config import build_config
 from towerssl.errors import UsageError
@@ -72,10 +73,31 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return cls(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+class ProgressLog:
+    """An INFO line every `every` steps and at the last: step, losses, in-batch accuracy, lr and examples/s
+    since the previous line. Logged, not only drawn on the bar: a scheduler's log has no terminal."""
+
+    def __init__(self, every: int, max_steps: int) -> None:
+        self.every, self.max_steps = every, max_steps
+        self.start, self.examples = time.perf_counter(), 0
+
+    def step(self, step: int, examples: int, parts: Any, lr: float) -> None:
+        self.examples += examples
+        if not self.every or (step % self.every and step != self.max_steps):
+            return
+        rate = self.examples / max(time.perf_counter() - self.start, 1e-9)
+        log.info(
+            "step %d/%d: loss %.4f (main %.4f, ssl %.4f), in-batch accuracy %.3f, lr %.2e, %.0f examples/s",
+            step, self.max_steps, parts.total.item(), parts.main.item(), parts.ssl.item(), parts.accuracy.item(), lr, rate,
+        )
+        self.start, self.examples = time.perf_counter(), 0
+
+
 class TrainingData:
     """Everything a step needs on the device, loaded once from the manifest's pinned files."""
 
     def __init__(self, manifest: Manifest, config: TrainConfig, device: torch.device) -> None:
+        log.info("loading features, item statistics and clicks from the pinned files")
         self.spec = feature_spec(manifest)
         items = feature_tensors(manifest, "items", self.spec.item_fields, "item_idx")
         n_items = next(iter(items.values())).shape[0]
@@ -92,6 +114,7 @@ class TrainingData:
         self.valid_users = np.flatnonzero((valid.counts() > 0) & (self.train_items.counts() > 0))
         self.valid_relevant = valid.take(self.valid_users).without(self.train_items.take(self.valid_users), n_items)
         self.n_items = n_items
+        log.info("loaded %d items, %d users, %d training clicks, %d validation users", n_items, n_users, len(train_users), self.valid_users.size)
 
     def gather_users(self, user_idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: values[user_idx] for name, values in self.users.items()}
@@ -112,6 +135,7 @@ def valid_recall(model: TwoTowerSSL, data: TrainingData, k: int) -> float:
 def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bool = False, inputs: Manifest | None = None) -> dict[str, Any]:
     """Train a run; `inputs` (tables already pinned, e.g. one manifest for a grid of runs) saves pinning `lake` again."""
     run_dir = Path(run_dir)
+    started = time.time()
     world = distributed.start("cuda" if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available()) else "cpu")
     device = pick_device(config.device, world)
     if config.deterministic:
@@ -119,7 +143,7 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
     torch.manual_seed(config.seed + world.rank)
     np.random.seed(config.seed + world.rank)
 
-    # Inputs: pinned once per run (rank 0 with Spark), then read from the recorded files by every rank.
+    # Inputs: pinned once per run (rank 0, delta-rs), then read from the recorded files by every rank.
     last = run_dir / checkpoint.LAST
     if resume and not last.is_file():
         raise UsageError(f"--resume: no checkpoint at {last}")
@@ -133,6 +157,7 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
     manifest = Manifest.load(run_dir)
     data = TrainingData(manifest, config, device)
 
+    log.info("building the model (augmentation %s, alpha %g) on %s", config.model.augmentation, config.model.alpha, device)
     model = TwoTowerSSL(data.spec, config.model, mi=data.mi, nmi=data.nmi).to(device)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
@@ -172,47 +197,56 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
         """best.pt, written by rank 0 alone during its evaluation; it is for serving, not for resuming."""
         checkpoint.save(run_dir / checkpoint.BEST, model, optimizer, scheduler, progress, [checkpoint.random_states(generator)], config.to_dict())
 
+    log.info("training steps %d..%d, batch %d, %d batches per epoch", progress.step + 1, config.max_steps, config.batch_size, feed.batches_per_epoch)
     bar = tqdm(total=config.max_steps, initial=progress.step, desc="train", unit="step", disable=not world.is_main or None)
     stop_early = False
     window_start, window_examples = time.perf_counter(), 0
+    progress_log = ProgressLog(config.log_every if world.is_main else 0, config.max_steps)
+    timing = {"started_at": started}  # wall-clock times (bench/bench_train.py splits start-up from training)
     model.train()
-    while progress.step < config.max_steps and not stop_early:
-        for batch in feed.batches(progress.epoch, skip=progress.batch_in_epoch):
-            batch = to_device(batch, device)
-            with autocast:
-                parts = step_model(data.gather_users(batch["user_idx"]), batch["item_idx"], data.corpus, generator)
-            if not torch.isfinite(parts.total):
-                raise NonFiniteLoss(f"loss is {parts.total.item()} at step {progress.step + 1}; the last good checkpoint ({last}) is kept")
-            optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            progress.step += 1
-            progress.batch_in_epoch += 1
+    with logging_redirect_tqdm():  # on a terminal, log lines print above the bar; without one they are the progress
+        while progress.step < config.max_steps and not stop_early:
+            for batch in feed.batches(progress.epoch, skip=progress.batch_in_epoch):
+                batch = to_device(batch, device)
+                with autocast:
+                    parts = step_model(data.gather_users(batch["user_idx"]), batch["item_idx"], data.corpus, generator)
+                if not torch.isfinite(parts.total):
+                    raise NonFiniteLoss(f"loss is {parts.total.item()} at step {progress.step + 1}; the last good checkpoint ({last}) is kept")
+                optimizer.zero_grad(set_to_none=True)
+                parts.total.backward()
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                progress.step += 1
+                progress.batch_in_epoch += 1
 
-            window_examples += batch["item_idx"].numel() * world.world_size
-            if world.is_main and (progress.step % 10 == 0 or progress.step == config.max_steps):
-                rate = window_examples / max(time.perf_counter() - window_start, 1e-9)
-                window_start, window_examples = time.perf_counter(), 0
-                scalars = {"loss/total": parts.total.item(), "loss/main": parts.main.item(), "loss/ssl": parts.ssl.item(), "accuracy/in_batch": parts.accuracy.item(), "lr": scheduler.get_last_lr()[0], "examples_per_s": rate}
-                progress.history.append({"step": progress.step, **scalars})
-                bar.set_postfix(loss=f"{scalars['loss/total']:.3f}", acc=f"{scalars['accuracy/in_batch']:.2f}", ex_s=f"{rate:,.0f}")
-                if writer:
-                    for name, value in scalars.items():
-                        writer.add_scalar(name, value, progress.step)
-            bar.update(1)
+                if world.is_main and "first_step_done_at" not in timing:
+                    timing["first_step_done_at"] = time.time()
+                    log.info("first step done, %.1f s after start", timing["first_step_done_at"] - started)
+                window_examples += batch["item_idx"].numel() * world.world_size
+                progress_log.step(progress.step, batch["item_idx"].numel() * world.world_size, parts, scheduler.get_last_lr()[0])
+                if world.is_main and (progress.step % 10 == 0 or progress.step == config.max_steps):
+                    rate = window_examples / max(time.perf_counter() - window_start, 1e-9)
+                    window_start, window_examples = time.perf_counter(), 0
+                    scalars = {"loss/total": parts.total.item(), "loss/main": parts.main.item(), "loss/ssl": parts.ssl.item(), "accuracy/in_batch": parts.accuracy.item(), "lr": scheduler.get_last_lr()[0], "examples_per_s": rate}
+                    progress.history.append({"step": progress.step, **scalars})
+                    bar.set_postfix(loss=f"{scalars['loss/total']:.3f}", acc=f"{scalars['accuracy/in_batch']:.2f}", ex_s=f"{rate:,.0f}")
+                    if writer:
+                        for name, value in scalars.items():
+                            writer.add_scalar(name, value, progress.step)
+                bar.update(1)
 
-            if config.eval_every and progress.step % config.eval_every == 0:
-                stop_early = evaluate_and_maybe_stop(model, data, config, progress, world, device, writer, save_best)
-            if progress.step % config.checkpoint_every == 0:
-                save(last)
-            if progress.step >= config.max_steps or stop_early:
-                break
-        else:  # the epoch is used up
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
+                if config.eval_every and progress.step % config.eval_every == 0:
+                    stop_early = evaluate_and_maybe_stop(model, data, config, progress, world, device, writer, save_best)
+                if progress.step % config.checkpoint_every == 0:
+                    save(last)
+                if progress.step >= config.max_steps or stop_early:
+                    break
+            else:  # the epoch is used up
+                progress.epoch += 1
+                progress.batch_in_epoch = 0
+    timing["last_step_done_at"] = time.time()
     save(last)
     if world.is_main and not (run_dir / checkpoint.BEST).is_file():
         save_best()  # no evaluation ran: the final model is the one to use
@@ -222,7 +256,7 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
     distributed.stop(world)
     summary = {"steps": progress.step, "best_step": progress.best_step, "best_valid_recall": progress.best_metric, "table_versions": manifest.versions()}
     if world.is_main:
-        (run_dir / "train_summary.json").write_text(json.dumps({**summary, "history": progress.history}, indent=1))
+        (run_dir / "train_summary.json").write_text(json.dumps({**summary, "timing": timing, "history": progress.history}, indent=1))
         log.info("training done: %s", json.dumps(summary))
     return summary
 
