@@ -25,15 +25,17 @@ from towerssl.config import build_config, config_dict
 from towerssl.errors import UsageError
 from towerssl.etl.layout import RawInputError, read_raw_layout
 from towerssl.etl.raw import FieldDef, RawInput
-from towerssl.etl.split import SPLITS, STRATEGIES, split_global, split_per_user
+from towerssl.etl.split import SPLITS, STRATEGIES, split_global, split_leave_last_out, split_per_user
 from towerssl.etl.validate import Checked, CheckedClicks, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
+from towerssl.indices import UNTRAINED_ID_CHOICES
 from towerssl.lake import MissingTableError, read_table, write_table
 from towerssl.spark import BROADCAST_ROWS, broadcast_if_small, scheduler_pool, spark_session
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("raw", "movielens-100k", "movielens-1m", "movielens-latest-small")
+FORMATS = ("raw", "movielens-100k", "movielens-1m", "movielens-latest-small", "amazon-s3rec")
+UNTIMED_FORMATS = ("amazon-s3rec",)  # timestamps are positions in a user's list: a time cut across users means nothing
 RESERVED = {"item", "user", "item_id", "user_id", "item_idx", "user_idx", "timestamp", "split"}
 T = TypeVar("T")
 FIELDS_SCHEMA = "field string, owner string, multi boolean, length int, cardinality int, position int"
@@ -44,14 +46,15 @@ class EtlConfig:
     input: str
     lake: str
     format: str = "raw"
-    split: str = "global"  # global | per-user
+    split: str = "global"  # global | per-user | leave-last-out
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
     valid_from: int | None = None  # global split with explicit cutoffs (unix seconds, inclusive)
     test_from: int | None = None
-    min_user_clicks: int = 3  # per-user split: users with fewer clicks keep all of them in train
+    min_user_clicks: int = 3  # per-user and leave-last-out splits: users with fewer clicks keep all of them in train
     min_count: int = 1  # feature values seen on fewer items (users) map to unknown
-    id_min_count: int = 1  # item / user ids with fewer training clicks map to unknown
+    id_min_count: int = 1  # item / user ids with fewer training clicks take the untrained id value
+    untrained_id: str = "masked"  # that value: masked (as SSL masks ids) | unknown (the old shared id, to compare)
     multi_length: int = 8  # padded length of multi-valued fields without their own max_len
     multi_hard_limit: int = 256  # more values than this in one field: the row is rejected
     click_files: int = 8  # data files per clicks table: readers shard and shuffle by file and row group
@@ -59,8 +62,12 @@ class EtlConfig:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.untrained_id not in UNTRAINED_ID_CHOICES:
+            raise UsageError(f"untrained_id must be one of {', '.join(UNTRAINED_ID_CHOICES)}, got {self.untrained_id!r}")
         if self.split not in STRATEGIES:
             raise UsageError(f"split must be one of {', '.join(STRATEGIES)}, got {self.split!r}")
+        if self.split == "global" and self.format in UNTIMED_FORMATS:
+            raise UsageError(f"split global cuts all clicks at one time, but {self.format} logs have no timestamps (only each user's order): use split leave-last-out or per-user")
         if not (0 <= self.valid_fraction < 1 and 0 < self.test_fraction < 1 and self.valid_fraction + self.test_fraction < 1):
             raise UsageError("valid_fraction and test_fraction must be in [0, 1) and sum to less than 1")
         if min(self.click_files, self.multi_length, self.multi_hard_limit) < 1:
@@ -70,6 +77,10 @@ class EtlConfig:
 def read_input(spark: SparkSession, config: EtlConfig) -> RawInput:
     if config.format == "raw":
         return read_raw_layout(spark, config.input)
+    if config.format == "amazon-s3rec":
+        from towerssl.etl.amazon import read_amazon
+
+        return read_amazon(spark, config.input)
     from towerssl.etl.movielens import read_movielens
 
     return read_movielens(spark, config.input, config.format)
@@ -225,8 +236,8 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     tables = {  # how to make each table: the small ones need a few Spark jobs, run in their writers' threads
         **{f"{s}_clicks": partial(_split_rows, clicks_indexed, s) for s in SPLITS},
         "vocab": lambda: vocab,
-        "items": lambda: _entity_table(items_encoded, "item", raw.fields_of("item"), id_vocab),
-        "users": lambda: _entity_table(users_encoded, "user", raw.fields_of("user"), id_vocab),
+        "items": lambda: _entity_table(items_encoded, "item", raw.fields_of("item"), id_vocab, config.untrained_id),
+        "users": lambda: _entity_table(users_encoded, "user", raw.fields_of("user"), id_vocab, config.untrained_id),
         "fields": lambda: spark.createDataFrame(_field_rows(raw.fields, lengths, vocab), FIELDS_SCHEMA),
     }
     written = _write_tables(spark, tables, rejects, clicks, config, run_id)
@@ -295,7 +306,10 @@ def _validated_clicks(raw: RawInput, entities: _Entities, config: EtlConfig) -> 
     if config.split == "global":  # a column computed from the persisted clicks: nothing more to materialize
         split = split_global(clicks.valid, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
     else:  # a window per user: materialized, in the files' partitioning again
-        split = split_per_user(clicks.valid, config.valid_fraction, config.test_fraction, config.min_user_clicks)
+        if config.split == "leave-last-out":
+            split = split_leave_last_out(clicks.valid, config.min_user_clicks)
+        else:
+            split = split_per_user(clicks.valid, config.valid_fraction, config.test_fraction, config.min_user_clicks)
         split = _materialized(split.repartition(config.click_files, "user_id", "item_id", "timestamp"))
     if split.where(F.col("split") == "train").limit(1).count() == 0:
         raise RawInputError(f"{config.input}: no valid click falls in the training window")
@@ -322,10 +336,10 @@ def _encoded(valid: DataFrame, key: str, fields: tuple[FieldDef, ...], lengths: 
     return _materialized(table.withColumn(index, (F.row_number().over(Window.orderBy(key)) - 1).cast("int")))
 
 
-def _entity_table(encoded: DataFrame, owner: str, fields: tuple[FieldDef, ...], id_vocab: DataFrame) -> DataFrame:
+def _entity_table(encoded: DataFrame, owner: str, fields: tuple[FieldDef, ...], id_vocab: DataFrame, untrained_id: str) -> DataFrame:
     """The items or users table: dense index, raw id, the id field's index, then the feature fields."""
     key = ID_FIELDS[owner]
-    return with_id_index(encoded, key, owner, id_vocab).select(f"{owner}_idx", key, owner, *[f.name for f in fields])
+    return with_id_index(encoded, key, owner, id_vocab, untrained_id).select(f"{owner}_idx", key, owner, *[f.name for f in fields])
 
 
 def _indexed_clicks(split: DataFrame, items: DataFrame, users: DataFrame, n_items: int, n_users: int, config: EtlConfig) -> DataFrame:
@@ -393,18 +407,20 @@ def write_rejects(rejects: DataFrame, clicks: CheckedClicks, lake: str, run_id: 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="raw input directory (the raw layout, or a MovieLens directory)")
+    parser.add_argument("--input", required=True, help="raw input: the raw layout's directory, a MovieLens directory, or for amazon-s3rec the log DIR/<Name>.txt (its items: DIR/<Name>_item2attributes.json)")
     parser.add_argument("--lake", required=True, help="output directory of the Delta tables (LAKE_DIR/<table>)")
     parser.add_argument("--format", choices=FORMATS, help="input format (default: raw)")
     parser.add_argument("--config", help="YAML file; its `etl:` section sets any option below (flags win)")
-    parser.add_argument("--split", choices=STRATEGIES, help="global (default): last clicks of all; per-user: each user's last clicks")
+    parser.add_argument("--split", choices=STRATEGIES, help="global (default; not for amazon-s3rec, which has no timestamps): last clicks of all; per-user: "
+                        "each user's last clicks; leave-last-out: each user's last click is test, the one before valid")
     parser.add_argument("--valid-fraction", type=float, help="share of clicks in the validation window (default 0.1)")
     parser.add_argument("--test-fraction", type=float, help="share of clicks in the test window (default 0.1)")
     parser.add_argument("--valid-from", type=int, help="global split: first validation timestamp (unix seconds)")
     parser.add_argument("--test-from", type=int, help="global split: first test timestamp (unix seconds); wins over fractions")
-    parser.add_argument("--min-user-clicks", type=int, help="per-user split: fewer clicks keep the user all in train (default 3)")
+    parser.add_argument("--min-user-clicks", type=int, help="per-user and leave-last-out splits: fewer clicks keep the user all in train (default 3)")
     parser.add_argument("--min-count", type=int, help="feature values on fewer items/users map to unknown (default 1)")
-    parser.add_argument("--id-min-count", type=int, help="ids with fewer training clicks map to unknown (default 1)")
+    parser.add_argument("--id-min-count", type=int, help="ids with fewer training clicks take the masked id value, as new ones do (default 1)")
+    parser.add_argument("--untrained-id", choices=tuple(UNTRAINED_ID_CHOICES), help="id value of items/users without a trained id: masked (default; as SSL masks ids) or unknown (the old shared id, to compare)")
     parser.add_argument("--multi-length", type=int, help="padded length of multi-valued fields (default 8)")
     parser.add_argument("--multi-hard-limit", type=int, help="reject rows with more values than this in a field (default 256)")
     parser.add_argument("--click-files", type=int, help="data files per clicks table, the unit of reader sharding (default 8)")

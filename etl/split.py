@@ -2,7 +2,8 @@
 
 global: the last `test_fraction` of all clicks are test, the `valid_fraction` before them valid, or explicit
 cutoff timestamps. per_user: each user's last clicks are held out (at least one each for valid and test),
-for users with at least `min_user_clicks` clicks; other users' clicks all stay in train.
+for users with at least `min_user_clicks` clicks; other users' clicks all stay in train. leave-last-out:
+per_user with exactly one click each (the protocol of most published results on the Amazon logs).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 SPLITS = ("train", "valid", "test")
-STRATEGIES = ("global", "per-user")
+STRATEGIES = ("global", "per-user", "leave-last-out")
 
 
 def split_global(clicks: DataFrame, valid_fraction: float, test_fraction: float, valid_from: int | None = None, test_from: int | None = None) -> DataFrame:
@@ -79,7 +80,10 @@ def _at_or_after(key: Key | None) -> Column:
 
 
 def split_per_user(clicks: DataFrame, valid_fraction: float, test_fraction: float, min_user_clicks: int) -> DataFrame:
-    """Each eligible user's last max(1, round(n*test_fraction)) clicks are test, the same rule before them valid."""
+    """Each eligible user's last max(1, round(n*test_fraction)) clicks are test, the same rule before them valid.
+
+    A user's clicks are ordered by timestamp, then item_id: of two clicks at the same time the larger item id
+    counts as the later one."""
     latest_first = Window.partitionBy("user_id").orderBy(F.desc("timestamp"), F.desc("item_id"))
     n = F.count(F.lit(1)).over(Window.partitionBy("user_id"))
     n_test = F.greatest(F.lit(1), F.round(n * test_fraction)).cast("long")
@@ -92,3 +96,8 @@ def split_per_user(clicks: DataFrame, valid_fraction: float, test_fraction: floa
         .otherwise("train")
     )
     return clicks.withColumn("split", split)
+
+
+def split_leave_last_out(clicks: DataFrame, min_user_clicks: int) -> DataFrame:
+    """Each eligible user's last click is test and the one before it valid (the per-user rule, one click each)."""
+    return split_per_user(clicks, 0.0, 0.0, min_user_clicks)

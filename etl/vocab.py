@@ -1,7 +1,6 @@
-"""Per-field vocabularies and encoding (index contract in docs/tables.md).
+"""Per-field vocabularies and encoding (index contract: towerssl.indices, docs/tables.md).
 
-0 padding, 1 default (missing or masked), 2 unknown (unseen or below min_count), 3.. known values by
-descending frequency then value. Indices already in the lake's vocab table are kept on later runs and new
+Known values get indices from FIRST_VALUE by descending frequency then value. Indices already in the lake's vocab table are kept on later runs and new
 values are appended after them, so a model's embeddings stay aligned with re-encoded data.
 """
 
@@ -12,10 +11,9 @@ from functools import reduce
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from towerssl.indices import DEFAULT, FIRST_VALUE, PAD, UNKNOWN, UNTRAINED_ID_CHOICES
 from towerssl.spark import broadcast_if_small
 
-PAD, DEFAULT, UNKNOWN = 0, 1, 2
-FIRST_VALUE = 3
 ID_FIELDS = {"item": "item_id", "user": "user_id"}  # id field -> raw id column
 VOCAB_SCHEMA = "field string, value string, index int, count long"
 
@@ -93,8 +91,8 @@ def encode(entities: DataFrame, key: str, values: DataFrame, vocab: DataFrame, l
     return gathered.select(key, *[column(f, n) for f, n in lengths.items()])
 
 
-def with_id_index(encoded: DataFrame, key: str, field: str, vocab: DataFrame) -> DataFrame:
-    """Adds the id field's column: the id's index in `vocab`, UNKNOWN when it has none (the entity had too
-    few training clicks). The id vocabulary has one row per id at most: broadcast unless it is large."""
+def with_id_index(encoded: DataFrame, key: str, field: str, vocab: DataFrame, untrained_id: str = "masked") -> DataFrame:
+    """Adds the id field's column: the id's index in `vocab`, or UNTRAINED_ID_CHOICES[untrained_id] when it has
+    none (the entity had too few training clicks, so no trained embedding). The id vocabulary has one row per id at most: broadcast unless it is large."""
     ids = vocab.where(F.col("field") == field).select(F.col("value").cast("long").alias(key), F.col("index").alias(field))
-    return encoded.join(broadcast_if_small(ids), key, "left").withColumn(field, F.coalesce(field, F.lit(UNKNOWN)).cast("int"))
+    return encoded.join(broadcast_if_small(ids), key, "left").withColumn(field, F.coalesce(field, F.lit(UNTRAINED_ID_CHOICES[untrained_id])).cast("int"))

@@ -30,6 +30,11 @@ class Dataset:
     input: str | None = None
     format: str = "raw"
     lake: str | None = None
+    etl: dict[str, Any] = field(default_factory=dict)  # EtlConfig keys for this dataset's lakes, over the file's etl
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig keys fixed for its runs (not tuned), over the variant's
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.input, self.format, self.lake))
 
     def __post_init__(self) -> None:
         if (self.input is None) == (self.lake is None):
@@ -88,9 +93,10 @@ class ExperimentConfig:
         problems += [f"grid key {key!r} is set by the train section's model, not tuned" for key in self.grid if key in self.train.get("model", {})]
         if problems:
             raise ConfigError("experiment config: " + "; ".join(problems))
-        for name in self.variants:  # fail before any run: every variant at every grid point must be a valid config
-            for params in self.grid_points(name):
-                self.train_config(name, dict(params), self.seeds[0])
+        for dataset in self.datasets or [None]:  # fail before any run: every variant at every grid point must be valid
+            for name in self.variants:
+                for params in self.grid_points(name, dataset):
+                    self.train_config(name, dict(params), self.seeds[0], dataset)
 
     @classmethod
     def load(cls, path: str | Path) -> ExperimentConfig:
@@ -107,20 +113,21 @@ class ExperimentConfig:
     def cells(self) -> list[Cell]:
         return [Cell(d, None) for d in self.datasets if d.lake] + [Cell(d, s) for d in self.datasets if d.input for s in self.splits]
 
-    def grid_points(self, variant: str) -> list[tuple[tuple[str, Any], ...]]:
-        """Every combination of the grid keys the variant does not set itself (no SSL fixes alpha = 0)."""
-        keys = [key for key in self.grid if key not in self.variants[variant]]
+    def grid_points(self, variant: str, dataset: Dataset | None = None) -> list[tuple[tuple[str, Any], ...]]:
+        """Every combination of the grid keys that neither the variant nor the dataset sets (no SSL fixes alpha = 0)."""
+        fixed = {**self.variants[variant], **(dataset.model if dataset else {})}
+        keys = [key for key in self.grid if key not in fixed]
         return [tuple(zip(keys, values)) for values in itertools.product(*(self.grid[key] for key in keys))]
 
-    def train_config(self, variant: str, params: dict[str, Any], seed: int) -> TrainConfig:
-        model = {**self.train.get("model", {}), **self.variants[variant], **params}
+    def train_config(self, variant: str, params: dict[str, Any], seed: int, dataset: Dataset | None = None) -> TrainConfig:
+        model = {**self.train.get("model", {}), **self.variants[variant], **(dataset.model if dataset else {}), **params}
         try:
             return TrainConfig(**{**self.train, "seed": seed, "model": model})
         except (TypeError, ValueError) as error:
             raise ConfigError(f"experiment config, variant {variant!r} {params}: {error}") from error
 
     def tuning_runs(self, cell: Cell) -> list[Run]:
-        return [Run(cell, v, p, s) for v in self.variants for p in self.grid_points(v) for s in self.seeds[: self.tuning_seeds]]
+        return [Run(cell, v, p, s) for v in self.variants for p in self.grid_points(v, cell.dataset) for s in self.seeds[: self.tuning_seeds]]
 
     def final_runs(self, cell: Cell, chosen: dict[str, tuple[tuple[str, Any], ...]]) -> list[Run]:
         """The chosen grid point of each variant named in `chosen`, on every seed."""

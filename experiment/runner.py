@@ -39,7 +39,7 @@ def prepare_lake(cell: Cell, config: ExperimentConfig, out: Path) -> Path:
 
     lake = out / "lakes" / cell.slug
     marker = lake / LAKE_MARKER
-    etl_config = EtlConfig(**{**config.etl, "input": cell.dataset.input, "lake": str(lake), "format": cell.dataset.format, "split": cell.split})
+    etl_config = EtlConfig(**{**config.etl, **cell.dataset.etl, "input": cell.dataset.input, "lake": str(lake), "format": cell.dataset.format, "split": cell.split})
     if marker.is_file():
         if json.loads(marker.read_text())["etl_config"] != config_dict(etl_config):
             raise UsageError(f"{lake} was built with other ETL settings than the experiment config now asks for: use another --out, or delete {lake}")
@@ -62,7 +62,7 @@ def execute(run: Run, config: ExperimentConfig, inputs: Manifest, out: Path, spl
     from towerssl.trainer.train import train
 
     run_dir = run.directory(out)
-    planned = config.train_config(run.variant, dict(run.params), run.seed)
+    planned = config.train_config(run.variant, dict(run.params), run.seed, run.cell.dataset)
     recorded = run_dir / "config.json"
     if recorded.is_file() and json.loads(recorded.read_text()) != json.loads(json.dumps(planned.to_dict())):
         raise UsageError(f"{recorded} was trained with other settings than the experiment config now asks for: use another --out, or delete {run_dir}")

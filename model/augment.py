@@ -32,6 +32,17 @@ def apply_masks(features: Features, fields: Sequence[FieldSpec], masked: torch.T
     return out
 
 
+def drop_field(features: Features, field: FieldSpec, rate: float, generator: torch.Generator) -> Features:
+    """Mask `field` in each example independently with probability `rate`.
+
+    The main task's id dropout (DropoutNet, Volkovs et al. 2017): a clicked item whose id is masked must be
+    scored from its content, through the same DEFAULT value that SSL masking and new items use.
+    """
+    n, device = batch_size_and_device(features)
+    masked = torch.rand(n, generator=generator, device=device) < rate
+    return {**features, field.name: mask_rows(field, features[field.name], masked)}
+
+
 def drop_values(features: Features, fields: Sequence[FieldSpec], rate: float, generator: torch.Generator) -> Features:
     """Drop each real value of every multi-valued field independently with probability `rate` (to PAD).
 

@@ -23,7 +23,9 @@ class ModelConfig:
     streaming_buckets: int = 1 << 20
     streaming_hashes: int = 2
     streaming_alpha: float = 0.01  # EMA rate of the average gap
-    mixed_negatives: int = 0  # extra negatives sampled uniformly from the corpus per batch
+    id_dropout: float = 0.0  # share of clicked items whose id is masked in the main task (DropoutNet)
+    mixed_negatives: int = 0  # extra negatives sampled uniformly from the corpus per batch, corrected by log(1/N)
+    distinct_items: bool = False  # one main-loss column per distinct clicked item, corrected by log(1 - (1 - p)^n)
     alpha: float = 1.0  # weight of the SSL loss; 0 turns SSL off
     ssl_batch_size: int = 1024  # m, items sampled uniformly per step for the SSL loss
     augmentation: str = "cfm"  # none | mask | dropout | complementary | cfm
@@ -44,6 +46,7 @@ class ModelConfig:
             (min(self.embedding_dim, self.output_dim, self.ssl_batch_size) >= 1, "embedding_dim, output_dim and ssl_batch_size must be >= 1"),
             (all(d >= 1 for d in self.hidden_dims), f"hidden_dims must be positive, got {self.hidden_dims}"),
             (self.mixed_negatives >= 0, f"mixed_negatives must be >= 0, got {self.mixed_negatives}"),
+            (0 <= self.id_dropout <= 1, f"id_dropout must be in [0, 1], got {self.id_dropout}"),
             (0 <= self.dropout_rate < 1, f"dropout_rate must be in [0, 1), got {self.dropout_rate}"),
             (all(0 <= r <= 1 for r in [self.mask_rate, *self.mask_rates.values()]), "mask rates must be in [0, 1]"),
             (0 < self.streaming_alpha <= 1, f"streaming_alpha must be in (0, 1], got {self.streaming_alpha}"),

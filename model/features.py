@@ -1,4 +1,4 @@
-"""The feature spec the towers are built from, and the index contract every encoded field follows.
+"""The feature spec the towers are built from (the index contract lives in towerssl.indices).
 
 The spec mirrors the ETL's `fields` Delta table, so a model is always built from the vocabularies it will
 be fed; the towers never guess a cardinality or a padded length.
@@ -12,10 +12,7 @@ from typing import Any
 
 import torch
 
-PAD = 0  # padding of multi-valued fields; never a value, its embedding stays zero and never learns
-DEFAULT = 1  # the value a masked field takes; its embedding is learned
-UNKNOWN = 2  # a value outside the vocabulary
-FIRST_VALUE = 3  # known values start here
+from towerssl.indices import DEFAULT, FIRST_VALUE, PAD  # noqa: F401 (the model imports them from here)
 
 OWNERS = ("item", "user")
 ITEM_ID_FIELD = "item"

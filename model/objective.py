@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from towerssl.model.augment import Augmenter
+from towerssl.model.augment import Augmenter, drop_field
 from towerssl.model.config import ModelConfig
 from towerssl.model.corpus import ItemCorpus
-from towerssl.model.features import FeatureSpec, Features
+from towerssl.model.features import ITEM_ID_FIELD, FeatureSpec, Features
 from towerssl.model.frequency import StreamingFrequency
-from towerssl.model.losses import in_batch_accuracy, listwise_loss, main_logits, ssl_logits
+from towerssl.model.losses import main_loss, ssl_loss
 from towerssl.model.towers import TwoTowers
 
 
@@ -42,6 +42,7 @@ class TwoTowerSSL(nn.Module):
         super().__init__()
         self.config = config
         self.towers = TwoTowers(spec, config)
+        self.item_id_field = next(f for f in spec.item_fields if f.name == ITEM_ID_FIELD)
         self.augmenter = Augmenter(spec.item_fields, config, mi=mi, nmi=nmi) if config.alpha > 0 else None
         self.frequency = (
             StreamingFrequency(config.streaming_buckets, config.streaming_hashes, config.streaming_alpha)
@@ -70,7 +71,10 @@ class TwoTowerSSL(nn.Module):
         """Loss of one step: users [n] clicked items item_idx [n]; SSL items and negatives come from the corpus."""
         if self.frequency is not None and self.training:
             self.frequency.update(item_idx)
-        item_batches = [corpus.gather(item_idx)]
+        clicked_features = corpus.gather(item_idx)
+        if self.training and self.config.id_dropout > 0:
+            clicked_features = drop_field(clicked_features, self.item_id_field, self.config.id_dropout, generator)
+        item_batches = [clicked_features]
         negative_idx = corpus.sample(self.config.mixed_negatives, generator) if self.config.mixed_negatives else None
         if negative_idx is not None:
             item_batches.append(corpus.gather(negative_idx))
@@ -81,20 +85,21 @@ class TwoTowerSSL(nn.Module):
         clicked = item_embeddings.pop(0)
         negatives = item_embeddings.pop(0) if negative_idx is not None else None
 
-        logits = main_logits(
+        main, correct = main_loss(
             self.towers.user_tower(users),
             clicked,
             self.config.temperature,
             log_p=self.log_p(item_idx, corpus),
             item_ids=item_idx,
             negative_embeddings=negatives,
-            negative_log_p=None if negative_idx is None else self.log_p(negative_idx, corpus),
             negative_ids=negative_idx,
+            corpus_size=corpus.size,
+            distinct_items=self.config.distinct_items,
         )
-        main = listwise_loss(logits).mean()
+        main = main.mean()
         ssl = torch.zeros((), device=main.device)
         if ssl_idx is not None:
             view_one, view_two = item_embeddings
-            ssl = listwise_loss(ssl_logits(view_one, view_two, self.config.temperature, ssl_idx)).mean()
+            ssl = ssl_loss(view_one, view_two, self.config.temperature, ssl_idx)[0].mean()
         total = main + self.config.alpha * ssl
-        return LossParts(total, main.detach(), ssl.detach(), in_batch_accuracy(logits.detach()))
+        return LossParts(total, main.detach(), ssl.detach(), correct.float().mean())

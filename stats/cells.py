@@ -6,8 +6,8 @@ with x = y = LOCAL hold, in s, the summed m ln m of cells that each belong to on
 field whose every value is held by one item, such as the id): those are complete where they are made.
 Summing m (and s) per cell over all chunks gives the masses of docs/stats.md, whatever the chunking.
 
-This module imports only numpy and pyarrow and is pickled by value into the Spark tasks, so executors
-need no towerssl install.
+This module imports only numpy, pyarrow and one constant of towerssl.indices, and is pickled by value into
+the Spark tasks (the constant travels as its value), so executors need no towerssl install.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-FIRST_VALUE = 3  # indices 0 (padding), 1 (default) and 2 (unknown) are never values (docs/tables.md)
+from towerssl.indices import FIRST_VALUE
+
 JOINT, MARGINAL_A, MARGINAL_B = 0, 1, 2
 LOCAL = 0  # cell key x = y = LOCAL: the closed-form sums of one-item cells (never a value)
 CHUNK_ROWS = 524_288  # items per numpy pass: bounds a chunk's memory, large enough to pre-sum cells well

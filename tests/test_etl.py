@@ -103,9 +103,10 @@ def test_schema_vocab_contract_and_padding(lake_run):
         assert [e[0] for e in entries] == list(range(3, 3 + len(entries)))
         assert entries == sorted(entries, key=lambda e: (e[1], e[2]))
     assert vocab[("category", "c")][1] == sum(1 for r in rows.values() if r["category"][0] == vocab[("category", "c")][0])
-    # Items without a training click get the unknown id 2, and still have their features.
+    # Items without a training click get the masked id value (DEFAULT, 1), and still have their features.
     train_items = {r["item_id"] for r in table(spark, config, "train_clicks").select("item_id").distinct().collect()}
-    assert all((r["item"] == 2) == (item_id not in train_items) for item_id, r in rows.items())
+    assert any(item_id not in train_items for item_id in rows)
+    assert all((r["item"] == 1) == (item_id not in train_items) for item_id, r in rows.items())
     fields = sorted(table(spark, config, "fields").collect(), key=lambda r: r["position"])
     assert [(r["field"], r["owner"], r["multi"], r["length"]) for r in fields] == [
         ("item", "item", False, 1), ("category", "item", True, 3), ("brand", "item", False, 1), ("user", "user", False, 1), ("gender", "user", False, 1)]

@@ -33,6 +33,24 @@ def test_default_config_plans_every_dataset_split_and_tunes_what_each_variant_le
     assert config.train_config("CFM", dict(chosen["CFM"]), 2).model.augmentation == "cfm"
 
 
+def test_a_dataset_can_fix_model_settings_that_the_grid_then_leaves_alone(tmp_path):
+    """The same data under two new-item paths: the old one fixes id_dropout at 0, the new one tunes it."""
+    path = tmp_path / "paths.yaml"
+    path.write_text(yaml.safe_dump({
+        "datasets": {
+            "toys": {"input": "raw", "format": "raw"},
+            "toys unknown id": {"input": "raw", "format": "raw", "etl": {"untrained_id": "unknown"}, "model": {"id_dropout": 0.0}},
+        },
+        "splits": ["per-user"], "seeds": [0], "variants": VARIANTS, "grid": {"id_dropout": [0.0, 0.3], "temperature": [0.1]},
+    }))
+    config = ExperimentConfig.load(path)
+    new, old = config.datasets
+    assert [dict(p) for p in config.grid_points("CFM", new)] == [{"id_dropout": 0.0, "temperature": 0.1}, {"id_dropout": 0.3, "temperature": 0.1}]
+    assert [dict(p) for p in config.grid_points("CFM", old)] == [{"temperature": 0.1}]
+    assert config.train_config("CFM", {"temperature": 0.1}, 0, old).model.id_dropout == 0.0
+    assert len(config.tuning_runs(config.cells()[0])) == 2 * len(VARIANTS) and len(config.tuning_runs(config.cells()[1])) == len(VARIANTS)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -131,3 +131,38 @@ def test_corpus_rejects_non_finite_log_p_naming_the_item():
     log_p[7] = -float("inf")
     with pytest.raises(ValueError, match="first item_idx 7"):
         ItemCorpus(features, log_p)
+
+
+def item_tower_inputs(m: TwoTowerSSL) -> list[dict[str, torch.Tensor]]:
+    """Every feature batch the item tower is called with (a forward hook: what the tower really sees)."""
+    seen: list[dict[str, torch.Tensor]] = []
+    m.towers.item_tower.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+    return seen
+
+
+def test_id_dropout_masks_a_share_r_of_the_click_batch_ids_and_never_the_ssl_views():
+    rate, n = 0.3, 4000
+    m = model(augmentation="dropout", alpha=1.0, id_dropout=rate, mixed_negatives=0)
+    seen = item_tower_inputs(m)
+    g = torch.Generator().manual_seed(7)
+    users, item_idx = clicks(torch.randint(NUM_USERS, (n,), generator=g), g)
+    m(users, item_idx, corpus(), g)
+    ids = seen[-1]["item"]
+    clicked, ssl_views = ids[:n], ids[n:]
+    masked = int((clicked == DEFAULT).sum())
+    sd = (n * rate * (1 - rate)) ** 0.5
+    assert abs(masked - n * rate) < 5 * sd, masked  # binomial(n, r): 5 standard deviations
+    torch.testing.assert_close(clicked[clicked != DEFAULT], 3 + item_idx[clicked != DEFAULT])  # the others keep their id
+    assert ssl_views.numel() == 2 * 32 and not (ssl_views == DEFAULT).any()  # "dropout" SSL never masks an id
+
+    m.eval()  # evaluation embeds every clicked item with its own id
+    m(users, item_idx, corpus(), g)
+    assert not (seen[-1]["item"][:n] == DEFAULT).any()
+
+
+def test_id_dropout_zero_leaves_the_click_batch_as_it_was():
+    seen = item_tower_inputs(m := model(augmentation="dropout", id_dropout=0.0, mixed_negatives=0))
+    g = torch.Generator().manual_seed(8)
+    users, item_idx = clicks(torch.randint(NUM_USERS, (64,), generator=g), g)
+    m(users, item_idx, corpus(), g)
+    torch.testing.assert_close(seen[-1]["item"][:64], 3 + item_idx)

@@ -43,8 +43,8 @@ def test_stats_writes_item_stats_and_feature_mi_with_the_merged_config(spark, la
     stats = read_table(spark, lake, "item_stats").toPandas().sort_values("item_idx")
     np.testing.assert_array_equal(stats["clicks"], clicks)
     np.testing.assert_allclose(load_log_p(spark, lake), np.log(np.maximum(clicks, 0.3) / clicks.sum()), rtol=1e-14)
-    # The ETL gives items without a training click the unknown id (2): exactly the `new` bucket.
-    np.testing.assert_array_equal(stats["bucket"].to_numpy() == "new", items["item"].to_numpy() == 2)
+    # The ETL gives items without a training click the masked id value (1): exactly the `new` bucket.
+    np.testing.assert_array_equal(stats["bucket"].to_numpy() == "new", items["item"].to_numpy() == 1)
 
     fields = [r.field for r in read_table(spark, lake, "fields").where("owner = 'item'").orderBy("position").collect()]
     mi = load_mi_matrix(spark, lake, fields, normalized=False)

@@ -139,14 +139,43 @@ def test_resume_after_sigkill_ends_with_the_same_parameters(synthetic_lake, tmp_
         torch.testing.assert_close(final["model"][name], value, rtol=0, atol=0, msg=name)
 
 
-def test_two_process_ddp_on_cpu(synthetic_lake, tmp_path):
-    yaml_path = write_yaml(tmp_path / "config.yaml", small_config("cfm", max_steps=30, eval_every=0, checkpoint_every=30))
+def torchrun(run_dir: Path, *args: str) -> subprocess.Popen:
+    """`towerssl train` in two CPU processes (gloo), in its own process group so that a kill takes both ranks."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "towerssl.cli",
-               "--", "train", "--lake", str(synthetic_lake), "--run", str(tmp_path / "ddp"), "--config", str(yaml_path), "--device", "cpu"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
-    assert summary["steps"] == 30
+               "--", "train", "--run", str(run_dir), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_two_process_ddp_resumes_each_ranks_own_random_draws(synthetic_lake, tmp_path):
+    config = small_config("cfm", max_steps=60, eval_every=0, checkpoint_every=10, deterministic=True, device="cpu")
+    yaml_path = write_yaml(tmp_path / "config.yaml", config)
+    whole = torchrun(tmp_path / "whole", "--lake", str(synthetic_lake), "--config", str(yaml_path))
+    output, _ = whole.communicate(timeout=600)
+    assert whole.returncode == 0, output[-3000:]
+    assert json.loads((tmp_path / "whole" / "train_summary.json").read_text())["steps"] == 60
+
+    killed = torchrun(tmp_path / "killed", "--lake", str(synthetic_lake), "--config", str(yaml_path))
+    last = tmp_path / "killed" / checkpoint.LAST
+    deadline = time.time() + 600
+    while time.time() < deadline and killed.poll() is None:
+        if last.is_file() and checkpoint.load(last)["progress"]["step"] >= 20:
+            break
+        time.sleep(0.2)
+    assert killed.poll() is None, killed.stdout.read()[-3000:]
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert 20 <= checkpoint.load(last)["progress"]["step"] < 60
+    resumed = torchrun(tmp_path / "killed", "--resume")
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+
+    final = checkpoint.load(last)
+    assert final["progress"]["step"] == 60
+    rank_states = final["random"]
+    assert len(rank_states) == 2 and not torch.equal(rank_states[0]["generator"], rank_states[1]["generator"])  # own SSL draws
+    expected = checkpoint.load(tmp_path / "whole" / checkpoint.LAST)["model"]
+    for name, value in expected.items():  # each rank resumed its own random state: the same run as uninterrupted
+        torch.testing.assert_close(final["model"][name], value, rtol=0, atol=0, msg=name)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(synthetic_lake, tmp_path):

@@ -45,13 +45,14 @@ def restore_random_states(states: dict[str, Any], generator: torch.Generator) ->
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress, generator: torch.Generator, config: dict[str, Any]) -> None:
+def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress, rank_random_states: list[dict[str, Any]], config: dict[str, Any]) -> None:
+    """rank_random_states: random_states() of every rank, in rank order, so each rank resumes its own draws."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "progress": asdict(progress),
-        "random": random_states(generator),
+        "random": rank_random_states,
         "config": config,
     }
     tmp = path.with_suffix(".tmp")

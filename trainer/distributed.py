@@ -48,6 +48,15 @@ def broadcast_flag(world: World, flag: bool, device: torch.device) -> bool:
     return bool(tensor.item())
 
 
+def gather_to_main(world: World, value: object) -> list[object] | None:
+    """Every rank's `value`, in rank order, on rank 0 (None on the others); [value] for a single process."""
+    if not world.distributed:
+        return [value]
+    gathered = [None] * world.world_size if world.is_main else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
+
+
 def stop(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()

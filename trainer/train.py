@@ -45,7 +45,10 @@ def pick_device(name: str, world: distributed.World) -> torch.device:
         name = f"cuda:{world.local_rank}"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"device {name} asked for, but CUDA is not available here")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL collectives (the checkpoint's gather) use the current device
+    return device
 
 
 def lr_lambda(config: TrainConfig):
@@ -166,7 +169,9 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         progress = checkpoint.Progress(**state["progress"])
-        checkpoint.restore_random_states(state["random"], generator)
+        if len(state["random"]) != world.world_size:
+            raise UsageError(f"--resume: {last} was written by {len(state['random'])} process(es); resume with the same number, not {world.world_size}")
+        checkpoint.restore_random_states(state["random"][world.rank], generator)
         log.info("resumed at step %d (epoch %d, batch %d)", progress.step, progress.epoch, progress.batch_in_epoch)
     step_model = DistributedDataParallel(model) if world.distributed else model
 
@@ -183,8 +188,14 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
 
     def save(path: Path) -> None:
+        """A checkpoint to resume from: every rank must call it, since each rank's random state goes in."""
+        states = distributed.gather_to_main(world, checkpoint.random_states(generator))
         if world.is_main:
-            checkpoint.save(path, model, optimizer, scheduler, progress, generator, config.to_dict())
+            checkpoint.save(path, model, optimizer, scheduler, progress, states, config.to_dict())
+
+    def save_best() -> None:
+        """best.pt, written by rank 0 alone during its evaluation; it is for serving, not for resuming."""
+        checkpoint.save(run_dir / checkpoint.BEST, model, optimizer, scheduler, progress, [checkpoint.random_states(generator)], config.to_dict())
 
     log.info("training steps %d..%d, batch %d, %d batches per epoch", progress.step + 1, config.max_steps, config.batch_size, feed.batches_per_epoch)
     bar = tqdm(total=config.max_steps, initial=progress.step, desc="train", unit="step", disable=not world.is_main or None)
@@ -227,7 +238,7 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
                 bar.update(1)
 
                 if config.eval_every and progress.step % config.eval_every == 0:
-                    stop_early = evaluate_and_maybe_stop(model, data, config, progress, world, device, writer, save, run_dir)
+                    stop_early = evaluate_and_maybe_stop(model, data, config, progress, world, device, writer, save_best)
                 if progress.step % config.checkpoint_every == 0:
                     save(last)
                 if progress.step >= config.max_steps or stop_early:
@@ -238,7 +249,7 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
     timing["last_step_done_at"] = time.time()
     save(last)
     if world.is_main and not (run_dir / checkpoint.BEST).is_file():
-        save(run_dir / checkpoint.BEST)  # no evaluation ran: the final model is the one to use
+        save_best()  # no evaluation ran: the final model is the one to use
     bar.close()
     if writer:
         writer.close()
@@ -250,7 +261,7 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
     return summary
 
 
-def evaluate_and_maybe_stop(model, data, config, progress, world, device, writer, save, run_dir) -> bool:
+def evaluate_and_maybe_stop(model, data, config, progress, world, device, writer, save_best) -> bool:
     """Validation Recall@K on rank 0; keeps the best model in best.pt; returns whether to stop early."""
     stop = False
     if world.is_main:
@@ -261,7 +272,7 @@ def evaluate_and_maybe_stop(model, data, config, progress, world, device, writer
         progress.history.append({"step": progress.step, f"valid/recall@{config.eval_k}": recall})
         if recall > progress.best_metric:
             progress.best_metric, progress.best_step, progress.evals_without_improvement = recall, progress.step, 0
-            save(run_dir / checkpoint.BEST)
+            save_best()
         else:
             progress.evals_without_improvement += 1
             stop = config.patience > 0 and progress.evals_without_improvement >= config.patience

@@ -23,7 +23,7 @@ from airflow.sdk.types import DagRunProtocol
 
 DELTA_VERSION = "3.3.2"
 SPARK_CONN_ID = os.environ.get("TOWERSSL_SPARK_CONN_ID", "towerssl_spark")
-INPUT_FORMATS = ["raw", "movielens-100k", "movielens-1m", "movielens-latest-small"]
+INPUT_FORMATS = ["raw", "movielens-100k", "movielens-1m", "movielens-latest-small", "amazon-s3rec"]
 CHECKPOINT = "checkpoint.pt"  # in a run directory: the trainer's resumable state
 SUMMARY = "train_summary.json"  # in a run directory: written when training has finished
 
@@ -48,7 +48,7 @@ def _cli(params: dict, *args: str | Path) -> str:
 
 
 PARAMS = {
-    "raw_input": Param(str(_DATA_DIR / "raw"), type="string", minLength=1, description="raw input directory (the raw layout of docs/tables.md, or MovieLens)"),
+    "raw_input": Param(str(_DATA_DIR / "raw"), type="string", minLength=1, description="raw input directory (the raw layout of docs/tables.md, or MovieLens; for amazon-s3rec the log DIR/<Name>.txt, with a non-global split in the config)"),
     "input_format": Param("raw", enum=INPUT_FORMATS, description="format of raw_input"),
     "lake": Param(str(_DATA_DIR / "lake"), type="string", minLength=1, description="Delta lake directory (any URI spark-submit reads on a cluster)"),
     "run_root": Param(str(_DATA_DIR / "runs"), type="string", minLength=1, description="parent of the daily run directories"),
