@@ -5,6 +5,7 @@ Delta and FAISS)."""
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -165,3 +166,29 @@ def test_unusable_input_stops_with_one_line(exported, tmp_path):
     result = towerssl(env, "embed-items", "--run", run_dir, "--input", path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"towerssl embed-items: error: {path}: missing required column(s) category")
+
+
+def test_amazon_items_embedded_from_their_json_equal_their_exported_vectors(spark, tmp_path):
+    """--format amazon-s3rec: a run trained on a small S3-Rec-shaped pair embeds the json's items, parsed by
+    the ETL's brand/category rule, to their exported vectors."""
+    from towerssl.etl.job import EtlConfig, run_etl
+    from towerssl.stats.job import StatsConfig, run_stats
+
+    rng = np.random.default_rng(3)
+    items = range(100, 140)  # brands 500..504 (only ever first), categories 1..3 and 10..13; item 139 has no category
+    attributes = {str(i): [500 + i % 5] + ([1 + i % 3, 10 + i % 4] if i != 139 else []) for i in items}
+    log = [" ".join(map(str, [user, *rng.choice(list(items), size=8, replace=False)])) for user in range(1, 81)]
+    (tmp_path / "Tiny.txt").write_text("\n".join(log) + "\n")
+    (tmp_path / "Tiny_item2attributes.json").write_text(json.dumps(attributes))
+    lake = tmp_path / "lake"
+    run_etl(spark, EtlConfig(input=str(tmp_path / "Tiny.txt"), lake=str(lake), format="amazon-s3rec", split="leave-last-out"))
+    run_stats(spark, lake, StatsConfig())
+    run_dir = tmp_path / "run"
+    train(str(lake), run_dir, small_config("cfm", max_steps=20, batch_size=32, eval_every=0, checkpoint_every=20))
+    env = jvm_free_env(tmp_path)
+    for args in (("export", "--run", run_dir), ("embed-items", "--run", run_dir, "--format", "amazon-s3rec", "--input", tmp_path / "Tiny_item2attributes.json")):
+        result = towerssl(env, *args)
+        assert result.returncode == 0, result.stderr[-4000:]
+    got, expected = embedded(run_dir, "new_items"), embedded(run_dir, "item")
+    assert sorted(got) == sorted(expected) == list(items)
+    np.testing.assert_allclose(np.stack([got[i] for i in items]), np.stack([expected[i] for i in items]), rtol=0, atol=1e-5)
