@@ -22,14 +22,12 @@ drawn from the well-formed lists only.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from towerssl.errors import UsageError
+from towerssl.etl.amazon_attributes import item_rows
 from towerssl.etl.raw import CORRUPT_COL, RAW_COL, SOURCE_COL, FieldDef, RawInput
 
 FORMAT = "amazon-s3rec"
@@ -68,37 +66,6 @@ def read_interactions(spark: SparkSession, log: str) -> DataFrame:
         "user_id", "item_id", F.col("position").cast("string").alias("timestamp"),
         F.lit(None).cast("string").alias(CORRUPT_COL), RAW_COL, SOURCE_COL,
     )
-
-
-class _Object(list):
-    """A JSON object as its (key, value) pairs, in order, repeated keys kept."""
-
-
-def _well_formed(attributes: Any) -> bool:
-    return isinstance(attributes, list) and all(type(a) is int and a >= 0 for a in attributes)
-
-
-def item_rows(text: str, source: str) -> list[tuple[str | None, ...]]:
-    """The json's entries as items rows (ITEMS_SCHEMA) by the brand/category rule; UsageError when the file
-    is not one JSON object (nothing in it can be read as items then)."""
-    try:
-        entries = json.loads(text, object_pairs_hook=_Object)
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{source}: not valid JSON ({error})") from error
-    if not isinstance(entries, _Object):
-        raise UsageError(f"{source}: expected one JSON object (item id -> list of attribute ids)")
-    lists = [attributes for _, attributes in entries if _well_formed(attributes)]
-    categories = {a for attributes in lists for a in attributes[1:]}
-    rows = []
-    for item, attributes in entries:
-        raw = json.dumps({item: attributes})
-        if not _well_formed(attributes):
-            rows.append((item, None, None, raw, raw, source))
-            continue
-        brand = str(attributes[0]) if attributes and attributes[0] not in categories else None
-        kept = "|".join(str(a) for a in dict.fromkeys(a for a in attributes if a in categories))
-        rows.append((item, brand, kept or None, None, raw, source))
-    return rows
 
 
 def read_items(spark: SparkSession, log: str) -> DataFrame:

@@ -17,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("towerssl.trainer.train", "train the two towers (logQ-corrected in-batch softmax + SSL)"),
     "evaluate": ("towerssl.trainer.evaluate_run", "Recall/NDCG@K by popularity slice vs a popularity baseline"),
     "demo": ("towerssl.demo", "the whole pipeline on the synthetic data (or MovieLens) with a report"),
-    "export": ("towerssl.trainer.export", "item embeddings (Delta + FAISS), TorchScript user tower, model card"),
+    "export": ("towerssl.trainer.export", "item embeddings (Delta + FAISS), TorchScript user and item towers, item vocabulary, model card"),
+    "embed-items": ("towerssl.trainer.embed_items", "embed new items with an exported run (training vocabulary, item tower) into Delta + FAISS"),
     "experiment": ("towerssl.experiment.runner", "a grid of variants x seeds over datasets and splits, tuned on valid, with a results table"),
 }
 
