@@ -1,8 +1,9 @@
 """The ETL job: raw logs -> validated, encoded Delta tables (items, users, *_clicks, vocab, fields, rejects).
 
 Everything that can make the run unusable (missing file or column, empty input, bad config) fails before
-the first table is written, and each table is replaced in one Delta commit, so a failed run leaves the
-previous tables readable.
+the first table is written. Each table is replaced in one Delta commit and the run record (towerssl.runs),
+appended after the last, is the run's commit point: readers pin the tables of the last recorded run, so a
+run that fails midway leaves the previous run readable.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import SPLITS, STRATEGIES, split_global, split_per_user
 from towerssl.etl.validate import Checked, CheckedClicks, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
-from towerssl.lake import MissingTableError, read_table, write_table
+from towerssl.lake import read_table, write_table
+from towerssl.runs import RunRecorder, latest_record
 from towerssl.spark import BROADCAST_ROWS, broadcast_if_small, scheduler_pool, spark_session
 
 log = logging.getLogger(__name__)
@@ -177,16 +179,15 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
 
 def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict[str, Any]:
     run_id = run_id or uuid.uuid4().hex[:12]
+    recorder = RunRecorder(config.lake, "etl", run_id)
     started = time.time()
     stages = _Stages()
     raw = read_input(spark, config)
     _check_field_names(raw.fields)
     lengths = {"item": None, "user": None} | {f.name: (f.max_len or config.multi_length) if f.multi else None for f in raw.fields}
     entities = _validated_entities(spark, raw, config)
-    try:
-        previous = _materialized(read_table(spark, config.lake, "vocab"))
-    except MissingTableError:
-        previous = None
+    last_run = latest_record(config.lake, "etl")  # earlier indices come from the last complete run's vocab
+    previous = _materialized(read_table(spark, config.lake, "vocab", last_run.tables["vocab"])) if last_run else None
     stages.done("validated items and users")
 
     # The features need no click: their vocabularies and encoding are made while the clicks are validated.
@@ -229,7 +230,8 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         "users": lambda: _entity_table(users_encoded, "user", raw.fields_of("user"), id_vocab),
         "fields": lambda: spark.createDataFrame(_field_rows(raw.fields, lengths, vocab), FIELDS_SCHEMA),
     }
-    written = _write_tables(spark, tables, rejects, clicks, config, run_id)
+    written = _write_tables(spark, tables, rejects, clicks, config, recorder)
+    recorder.finish()  # the commit point: readers see this run from here on
     stages.done(f"{len(written)} tables written")
     summary = {
         "run_id": run_id,
@@ -345,18 +347,23 @@ def _split_rows(clicks: DataFrame, split: str) -> DataFrame:
 
 
 def _write_tables(spark: SparkSession, tables: dict[str, Callable[[], DataFrame]], rejects: DataFrame, clicks: CheckedClicks,
-                  config: EtlConfig, run_id: str) -> list[str]:
+                  config: EtlConfig, recorder: RunRecorder) -> list[str]:
     """`tables` and rejects, all at once, each made and written in a thread and scheduler pool of its own
     (etl-write-<table>): the held-out clicks tables do not wait for train's, nor the small tables for any.
     Returns the names of the tables written."""
     config_record = config_dict(config)
 
     def write(table: str, make: Callable[[], DataFrame]) -> None:
-        write_table(make(), config.lake, table, run_id, config_record)
+        write_table(make(), config.lake, table, recorder.run_id, config_record)
+        recorder.committed(table)
+
+    def write_rejects_table() -> None:
+        write_rejects(rejects, clicks, config.lake, recorder.run_id, config_record)
+        recorder.committed("rejects")
 
     with ThreadPoolExecutor(max_workers=len(tables) + 1, thread_name_prefix="etl-write") as writers:
         written = [writers.submit(_in_pool, spark, f"etl-write-{table}", write, table, make) for table, make in tables.items()]
-        written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects, rejects, clicks, config.lake, run_id, config_record))
+        written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects_table))
         for future in written:
             future.result()
     return [*tables, "rejects"]

@@ -1,6 +1,7 @@
 """What a training run reads from the lake, pinned once and recorded in RUN_DIR/manifest.json.
 
-The trainer resolves each table's Delta version and file list with Spark when a run starts; everything after
+The trainer pins each table at the version of the lake's last complete run (towerssl.runs) and resolves its
+file list with Spark when a run starts; everything after
 that (resume, evaluate, export) reads exactly those files with pyarrow, so a model is always tied to the table
 versions it was trained on, and a run needs no JVM after its first minute.
 """
@@ -43,12 +44,15 @@ class Manifest:
 
     @classmethod
     def resolve(cls, lake: str | Path) -> Manifest:
-        """Pin the latest version of every table the trainer needs (uses Spark)."""
+        """Pin every table the trainer needs at the version of the lake's last complete ETL and stats runs
+        (towerssl.runs; a lake whose tables do not form one run is refused before Spark starts)."""
         from towerssl.lake import pinned_snapshot
+        from towerssl.runs import committed_versions
         from towerssl.spark import spark_session
 
+        versions = committed_versions(lake).versions
         spark = spark_session("towerssl-train-inputs")
-        return cls(str(lake), {name: pinned_snapshot(spark, lake, name) for name in TRAINING_TABLES})
+        return cls(str(lake), {name: pinned_snapshot(spark, lake, name, versions[name]) for name in TRAINING_TABLES})
 
     def versions(self) -> dict[str, int]:
         return {name: s.version for name, s in self.tables.items()}
