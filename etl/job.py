@@ -17,14 +17,15 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial, reduce
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from towerssl.config import build_config, config_dict
+from towerssl.config import build_config, check_types, config_dict
 from towerssl.errors import UsageError
-from towerssl.etl.layout import RawInputError, read_raw_layout
+from towerssl.etl.layout import RawInputError, read_raw_layout, read_schema
 from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import SPLITS, STRATEGIES, split_global, split_per_user
 from towerssl.etl.validate import Checked, CheckedClicks, check_entities, check_interactions
@@ -59,6 +60,7 @@ class EtlConfig:
     click_files: int = 8  # data files per clicks table: readers shard and shuffle by file and row group
 
     def __post_init__(self) -> None:
+        check_types(self, "etl")
         if self.format not in FORMATS:
             raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.split not in STRATEGIES:
@@ -67,6 +69,15 @@ class EtlConfig:
             raise UsageError("valid_fraction and test_fraction must be in [0, 1) and sum to less than 1")
         if min(self.click_files, self.multi_length, self.multi_hard_limit) < 1:
             raise UsageError("click_files, multi_length and multi_hard_limit must be >= 1")
+        if min(self.min_user_clicks, self.min_count, self.id_min_count) < 1:
+            raise UsageError(f"min_user_clicks, min_count and id_min_count must be >= 1, got {self.min_user_clicks}, {self.min_count}, {self.id_min_count}")
+        if (self.valid_from is None) != (self.test_from is None) or (self.test_from is not None and self.valid_from >= self.test_from):
+            raise UsageError(f"valid_from and test_from go together, with valid_from < test_from (got {self.valid_from} and {self.test_from}): "
+                             "without a validation window `towerssl train` has no validation clicks")
+        lake = Path(self.lake)
+        blocked = next((p for p in (lake, *lake.parents) if p.exists() and not p.is_dir()), None) if "://" not in self.lake else None
+        if blocked is not None:
+            raise UsageError(f"lake {self.lake}: {blocked} is a file, not a directory")
 
 
 def read_input(spark: SparkSession, config: EtlConfig) -> RawInput:
@@ -407,8 +418,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=STRATEGIES, help="global (default): last clicks of all; per-user: each user's last clicks")
     parser.add_argument("--valid-fraction", type=float, help="share of clicks in the validation window (default 0.1)")
     parser.add_argument("--test-fraction", type=float, help="share of clicks in the test window (default 0.1)")
-    parser.add_argument("--valid-from", type=int, help="global split: first validation timestamp (unix seconds)")
-    parser.add_argument("--test-from", type=int, help="global split: first test timestamp (unix seconds); wins over fractions")
+    parser.add_argument("--valid-from", type=int, help="global split: first validation timestamp (unix seconds); needs --test-from")
+    parser.add_argument("--test-from", type=int, help="global split: first test timestamp (unix seconds); needs --valid-from; wins over fractions")
     parser.add_argument("--min-user-clicks", type=int, help="per-user split: fewer clicks keep the user all in train (default 3)")
     parser.add_argument("--min-count", type=int, help="feature values on fewer items/users map to unknown (default 1)")
     parser.add_argument("--id-min-count", type=int, help="ids with fewer training clicks map to unknown (default 1)")
@@ -425,6 +436,8 @@ def config_from_args(args: argparse.Namespace) -> EtlConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if config.format == "raw":
+        read_schema(config.input)  # a broken schema.yaml stops the job before Spark starts (run_etl reads it again)
     spark = spark_session("towerssl-etl", master=args.master)
     run_etl(spark, config)
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 
-from towerssl.config import build_config, config_dict
+from towerssl.config import build_config, check_types, config_dict
 from towerssl.errors import UsageError
 from towerssl.lake import pinned_table, read_table, write_table
 from towerssl.runs import RunRecorder, committed_versions
@@ -37,6 +37,7 @@ class StatsConfig:
     report_dir: str | None = None  # where feature_mi.png goes; default LAKE_DIR/_reports
 
     def __post_init__(self) -> None:
+        check_types(self, "stats")
         if self.mi_weighting not in WEIGHTINGS:
             raise UsageError(f"mi_weighting must be one of {', '.join(WEIGHTINGS)}, got {self.mi_weighting!r}")
         check_new_item_floor(self.new_item_floor)
