@@ -173,7 +173,8 @@ def test_etl_cli_whole_input_errors(tmp_path, raw):
     assert not lake.exists()
 
 
-def test_stats_and_train_cli_refuse_a_lake_that_is_a_file(tmp_path):
+def test_stats_and_train_cli_refuse_a_lake_that_is_a_file_or_holds_no_complete_run(tmp_path):
+    assert_one_line_exit_2(cli("stats", "--lake", str(tmp_path / "empty")), f"lake {tmp_path / 'empty'} holds no complete ETL run")
     (tmp_path / "afile").write_text("not a lake")
     assert_one_line_exit_2(cli("stats", "--lake", str(tmp_path / "afile")), f"lake {tmp_path / 'afile'} is a file, not a lake directory")
     assert_one_line_exit_2(cli("train", "--lake", str(tmp_path / "afile"), "--run", str(tmp_path / "run")), f"lake {tmp_path / 'afile'} is a file, not a lake directory")
