@@ -31,6 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from towerssl.lake import latest_version, pinned_snapshot, read_table, write_table
+from towerssl.runs import RunRecorder
 from towerssl.spark import spark_session
 from towerssl.stats.cells import FIRST_VALUE
 from towerssl.stats.fields import ID_FIELD, ItemField
@@ -114,15 +115,16 @@ def fields_table(spark: SparkSession, n: int) -> DataFrame:
 def ensure_tables(spark: SparkSession, lake: Path, n: int) -> None:
     """Write items, train_clicks and fields for n items, each unless the lake already holds it."""
     makers = {"items": lambda: generate_items(spark, n), "train_clicks": lambda: generate_clicks(spark, n, 2 * n), "fields": lambda: fields_table(spark, n)}
+    recorder = RunRecorder(lake, "etl", "bench")  # run_stats reads the tables of the lake's recorded ETL run
     for table, make in makers.items():
         try:
             latest_version(spark, str(lake / table))
-            continue
         except FileNotFoundError:
-            pass
-        started = time.perf_counter()
-        write_table(make(), lake, table, "bench", {"items": n})
-        log.info("generated %s for %s items in %.1f s", table, f"{n:,}", time.perf_counter() - started)
+            started = time.perf_counter()
+            write_table(make(), lake, table, "bench", {"items": n})
+            log.info("generated %s for %s items in %.1f s", table, f"{n:,}", time.perf_counter() - started)
+        recorder.committed(table)
+    recorder.finish()
 
 
 def read_columns(spark: SparkSession, lake: Path, table: str, columns: list[str]) -> dict[str, np.ndarray]:

@@ -1,8 +1,9 @@
 """The ETL job: raw logs -> validated, encoded Delta tables (items, users, *_clicks, vocab, fields, rejects).
 
 Everything that can make the run unusable (missing file or column, empty input, bad config) fails before
-the first table is written, and each table is replaced in one Delta commit, so a failed run leaves the
-previous tables readable.
+the first table is written. Each table is replaced in one Delta commit and the run record (towerssl.runs),
+appended after the last, is the run's commit point: readers pin the tables of the last recorded run, so a
+run that fails midway leaves the previous run readable.
 """
 
 from __future__ import annotations
@@ -16,20 +17,22 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial, reduce
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from towerssl.config import build_config, config_dict
+from towerssl.config import build_config, check_types, config_dict
 from towerssl.errors import UsageError
-from towerssl.etl.layout import RawInputError, read_raw_layout
+from towerssl.etl.layout import RawInputError, read_raw_layout, read_schema
 from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import SPLITS, STRATEGIES, split_cold_items, split_global, split_leave_last_out, split_per_user
 from towerssl.etl.validate import Checked, CheckedClicks, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
 from towerssl.indices import UNTRAINED_ID_CHOICES
-from towerssl.lake import MissingTableError, read_table, write_table
+from towerssl.lake import read_table, write_table
+from towerssl.runs import RunRecorder, latest_record
 from towerssl.spark import BROADCAST_ROWS, broadcast_if_small, scheduler_pool, spark_session
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class EtlConfig:
     click_files: int = 8  # data files per clicks table: readers shard and shuffle by file and row group
 
     def __post_init__(self) -> None:
+        check_types(self, "etl")
         if self.format not in FORMATS:
             raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.untrained_id not in UNTRAINED_ID_CHOICES:
@@ -76,6 +80,15 @@ class EtlConfig:
             raise UsageError("valid_fraction and test_fraction must be in [0, 1) and sum to less than 1")
         if min(self.click_files, self.multi_length, self.multi_hard_limit) < 1:
             raise UsageError("click_files, multi_length and multi_hard_limit must be >= 1")
+        if min(self.min_user_clicks, self.min_count, self.id_min_count) < 1:
+            raise UsageError(f"min_user_clicks, min_count and id_min_count must be >= 1, got {self.min_user_clicks}, {self.min_count}, {self.id_min_count}")
+        if (self.valid_from is None) != (self.test_from is None) or (self.test_from is not None and self.valid_from >= self.test_from):
+            raise UsageError(f"valid_from and test_from go together, with valid_from < test_from (got {self.valid_from} and {self.test_from}): "
+                             "without a validation window `towerssl train` has no validation clicks")
+        lake = Path(self.lake)
+        blocked = next((p for p in (lake, *lake.parents) if p.exists() and not p.is_dir()), None) if "://" not in self.lake else None
+        if blocked is not None:
+            raise UsageError(f"lake {self.lake}: {blocked} is a file, not a directory")
 
 
 def read_input(spark: SparkSession, config: EtlConfig) -> RawInput:
@@ -192,16 +205,15 @@ def run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None = None) -
 
 def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict[str, Any]:
     run_id = run_id or uuid.uuid4().hex[:12]
+    recorder = RunRecorder(config.lake, "etl", run_id)
     started = time.time()
     stages = _Stages()
     raw = read_input(spark, config)
     _check_field_names(raw.fields)
     lengths = {"item": None, "user": None} | {f.name: (f.max_len or config.multi_length) if f.multi else None for f in raw.fields}
     entities = _validated_entities(spark, raw, config)
-    try:
-        previous = _materialized(read_table(spark, config.lake, "vocab"))
-    except MissingTableError:
-        previous = None
+    last_run = latest_record(config.lake, "etl")  # earlier indices come from the last complete run's vocab
+    previous = _materialized(read_table(spark, config.lake, "vocab", last_run.tables["vocab"])) if last_run else None
     stages.done("validated items and users")
 
     # The features need no click: their vocabularies and encoding are made while the clicks are validated.
@@ -244,7 +256,8 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
         "users": lambda: _entity_table(users_encoded, "user", raw.fields_of("user"), id_vocab, config.untrained_id),
         "fields": lambda: spark.createDataFrame(_field_rows(raw.fields, lengths, vocab), FIELDS_SCHEMA),
     }
-    written = _write_tables(spark, tables, rejects, clicks, config, run_id)
+    written = _write_tables(spark, tables, rejects, clicks, config, recorder)
+    recorder.finish()  # the commit point: readers see this run from here on
     stages.done(f"{len(written)} tables written")
     summary = {
         "run_id": run_id,
@@ -365,18 +378,23 @@ def _split_rows(clicks: DataFrame, split: str) -> DataFrame:
 
 
 def _write_tables(spark: SparkSession, tables: dict[str, Callable[[], DataFrame]], rejects: DataFrame, clicks: CheckedClicks,
-                  config: EtlConfig, run_id: str) -> list[str]:
+                  config: EtlConfig, recorder: RunRecorder) -> list[str]:
     """`tables` and rejects, all at once, each made and written in a thread and scheduler pool of its own
     (etl-write-<table>): the held-out clicks tables do not wait for train's, nor the small tables for any.
     Returns the names of the tables written."""
     config_record = config_dict(config)
 
     def write(table: str, make: Callable[[], DataFrame]) -> None:
-        write_table(make(), config.lake, table, run_id, config_record)
+        write_table(make(), config.lake, table, recorder.run_id, config_record)
+        recorder.committed(table)
+
+    def write_rejects_table() -> None:
+        write_rejects(rejects, clicks, config.lake, recorder.run_id, config_record)
+        recorder.committed("rejects")
 
     with ThreadPoolExecutor(max_workers=len(tables) + 1, thread_name_prefix="etl-write") as writers:
         written = [writers.submit(_in_pool, spark, f"etl-write-{table}", write, table, make) for table, make in tables.items()]
-        written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects, rejects, clicks, config.lake, run_id, config_record))
+        written.append(writers.submit(_in_pool, spark, "etl-write-rejects", write_rejects_table))
         for future in written:
             future.result()
     return [*tables, "rejects"]
@@ -422,8 +440,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "a share of the items has all its clicks in valid or in test (by item), the others split per user")
     parser.add_argument("--valid-fraction", type=float, help="share of clicks in the validation window (default 0.1)")
     parser.add_argument("--test-fraction", type=float, help="share of clicks in the test window (default 0.1)")
-    parser.add_argument("--valid-from", type=int, help="global split: first validation timestamp (unix seconds)")
-    parser.add_argument("--test-from", type=int, help="global split: first test timestamp (unix seconds); wins over fractions")
+    parser.add_argument("--valid-from", type=int, help="global split: first validation timestamp (unix seconds); needs --test-from")
+    parser.add_argument("--test-from", type=int, help="global split: first test timestamp (unix seconds); needs --valid-from; wins over fractions")
     parser.add_argument("--min-user-clicks", type=int, help="per-user and leave-last-out splits (cold-items: the warm clicks): fewer clicks keep the user all in train (default 3)")
     parser.add_argument("--cold-item-fraction", type=float, help="cold-items split: share of the items that are cold, none of their clicks in train (default 0.1)")
     parser.add_argument("--split-seed", type=int, help="cold-items split: seed of which items are cold, and valid or test (default 0)")
@@ -443,6 +461,8 @@ def config_from_args(args: argparse.Namespace) -> EtlConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if config.format == "raw":
+        read_schema(config.input)  # a broken schema.yaml stops the job before Spark starts (run_etl reads it again)
     spark = spark_session("towerssl-etl", master=args.master)
     run_etl(spark, config)
     return 0

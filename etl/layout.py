@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
+from towerssl.config import load_yaml_mapping
 from towerssl.errors import UsageError
 from towerssl.etl.raw import CORRUPT_COL, LINE_COL, RAW_COL, SOURCE_COL, FieldDef, RawInput
 
@@ -23,15 +23,18 @@ class RawInputError(UsageError):
 
 def read_schema(raw_dir: str | Path) -> dict:
     path = Path(raw_dir) / "schema.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise RawInputError(f"{path}: schema file not found (see docs/tables.md for the raw layout)")
-    schema = yaml.safe_load(path.read_text()) or {}
+    schema = load_yaml_mapping(path, "schema file")
     fmt = schema.get("format", "csv")
     if fmt not in FORMATS:
         raise RawInputError(f"{path}: format must be one of {FORMATS}, got {fmt!r}")
     for key in ("interactions", "items"):
         if key not in schema:
             raise RawInputError(f"{path}: missing key {key!r}")
+    for key in ("interactions", "items", "users"):
+        if schema.get(key) is not None and not isinstance(schema[key], str):
+            raise RawInputError(f"{path}: {key} must be a path relative to the schema file, got {schema[key]!r}")
     try:
         schema["fields"] = tuple(FieldDef(**f) for f in schema.get("fields", []))
     except (TypeError, ValueError) as error:

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from towerssl.config import ConfigError
+from towerssl.config import ConfigError, check_types, load_yaml_mapping
 from towerssl.etl.job import FORMATS
 from towerssl.etl.split import STRATEGIES
 from towerssl.trainer.config import TrainConfig
@@ -37,6 +35,7 @@ class Dataset:
         return hash((self.name, self.input, self.format, self.lake))
 
     def __post_init__(self) -> None:
+        check_types(self, f"experiment.datasets.{self.name}")
         if (self.input is None) == (self.lake is None):
             raise ConfigError(f"dataset {self.name!r}: give exactly one of input (raw data) or lake (an existing lake)")
         if self.format not in FORMATS:
@@ -87,6 +86,7 @@ class ExperimentConfig:
     etl: dict[str, Any] = field(default_factory=dict)  # EtlConfig keys other than input, lake, format, split
 
     def __post_init__(self) -> None:
+        check_types(self, "experiment")
         problems = [f"split {s!r} is not one of {', '.join(STRATEGIES)}" for s in self.splits if s not in STRATEGIES]
         problems += [] if self.variants else ["no variants"]
         problems += [] if self.seeds and 1 <= self.tuning_seeds <= len(self.seeds) else ["need seeds and 1 <= tuning_seeds <= len(seeds)"]
@@ -100,13 +100,12 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ExperimentConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"experiment config {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml_mapping(path, "experiment config")
+        specs = raw.pop("datasets", None) or {}
+        if not isinstance(specs, dict) or not all(isinstance(spec, dict) for spec in specs.values()):
+            raise ConfigError(f"experiment config {path}: datasets must map each name to a mapping (input or lake, format), got {specs!r}")
         try:
-            datasets = [Dataset(name, **spec) for name, spec in (raw.pop("datasets", None) or {}).items()]
-            return cls(datasets=datasets, **raw)
+            return cls(datasets=[Dataset(name, **spec) for name, spec in specs.items()], **raw)
         except TypeError as error:
             raise ConfigError(f"experiment config {path}: {error}") from error
 

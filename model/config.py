@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from towerssl.config import ConfigError, check_types
+
 AUGMENTATIONS = ("none", "mask", "dropout", "complementary", "cfm")
 MI_RANKINGS = ("nmi", "mi")
 FREQUENCY_SOURCES = ("table", "streaming")
@@ -36,7 +38,7 @@ class ModelConfig:
     mi_ranking: str = "nmi"  # CFM partners by normalized MI ("nmi") or raw MI ("mi")
 
     def __post_init__(self) -> None:
-        self.hidden_dims = tuple(int(d) for d in self.hidden_dims)  # YAML gives lists
+        check_types(self, "train.model")  # YAML's lists become tuples
         checks = [
             (self.augmentation in AUGMENTATIONS, f"augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}"),
             (self.mi_ranking in MI_RANKINGS, f"mi_ranking must be one of {MI_RANKINGS}, got {self.mi_ranking!r}"),
@@ -54,4 +56,4 @@ class ModelConfig:
         ]
         errors = [message for ok, message in checks if not ok]
         if errors:
-            raise ValueError("model config: " + "; ".join(errors))
+            raise ConfigError("train.model: " + "; ".join(errors))

@@ -14,9 +14,10 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 
-from towerssl.config import build_config, config_dict
+from towerssl.config import build_config, check_types, config_dict
 from towerssl.errors import UsageError
 from towerssl.lake import pinned_table, read_table, write_table
+from towerssl.runs import RunRecorder, committed_versions
 from towerssl.spark import scheduler_pool, spark_session
 from towerssl.stats.fields import item_fields
 from towerssl.stats.heatmap import plot_mi_heatmap
@@ -36,6 +37,7 @@ class StatsConfig:
     report_dir: str | None = None  # where feature_mi.png goes; default LAKE_DIR/_reports
 
     def __post_init__(self) -> None:
+        check_types(self, "stats")
         if self.mi_weighting not in WEIGHTINGS:
             raise UsageError(f"mi_weighting must be one of {', '.join(WEIGHTINGS)}, got {self.mi_weighting!r}")
         check_new_item_floor(self.new_item_floor)
@@ -57,9 +59,11 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
     run_id = run_id or uuid.uuid4().hex[:12]
     record = {"lake": str(lake), **config_dict(config)}
     started = time.time()
-    items, items_snapshot = pinned_table(spark, lake, "items")  # popularity and MI see the same version
-    train_clicks = read_table(spark, lake, "train_clicks")
-    fields = item_fields(read_table(spark, lake, "fields"), items)
+    etl = committed_versions(lake, stats=False)  # the tables of the last complete ETL run, never a half-written one
+    recorder = RunRecorder(lake, "stats", run_id, source=etl)
+    items, items_snapshot = pinned_table(spark, lake, "items", etl.versions["items"])  # popularity and MI see the same version
+    train_clicks = read_table(spark, lake, "train_clicks", etl.versions["train_clicks"])
+    fields = item_fields(read_table(spark, lake, "fields", etl.versions["fields"]), items)
     log.info("item fields: %s", ", ".join(f"{f.name}[{f.length}]" if f.multi else f.name for f in fields))
 
     weighted = config.mi_weighting == "clicks"
@@ -80,6 +84,7 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
         mi_s = time.time() - mi_started
         checked.result()  # raises if the check failed: nothing is written
         write_table(result.frame(spark), lake, "feature_mi", run_id, record)  # beside item_stats' write
+        recorder.committed("feature_mi")
         return result, mi_s
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats-mi") as pool:
@@ -94,6 +99,7 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
             if weighted:  # its items join the cached click counts, filled by now
                 mi_future = pool.submit(mi_part)
             write_table(stats.table, lake, "item_stats", run_id, record)
+            recorder.committed("item_stats")
             buckets = stats.buckets
             n_items = sum(buckets.values())
             popularity_s = time.time() - started
@@ -107,6 +113,7 @@ def run_stats(spark: SparkSession, lake: str | Path, config: StatsConfig, run_id
             if mi_future is not None:
                 wait([mi_future])
             clicks.unpersist()
+    recorder.finish()  # the commit point: readers pin these two tables from here on
     log.info("feature_mi: %d field pairs over %d items in %.1f s (%.0f items/s), weighting %s",
              len(fields) * (len(fields) - 1) // 2, n_items, mi_s, n_items / max(mi_s, 1e-9), config.mi_weighting)
 
@@ -138,6 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {"mi_weighting": args.mi_weighting, "new_item_floor": args.new_item_floor, "report_dir": args.report_dir}
     config = build_config(StatsConfig, args.config, overrides, section="stats")
+    committed_versions(args.lake, stats=False)  # a lake without a complete ETL run stops here, before Spark starts
     run_stats(spark_session("towerssl-stats", master=args.master), args.lake, config)
     return 0
 

@@ -82,8 +82,9 @@ def test_stats_job_writes_popularity_and_mi_of_every_item_field_pair(spark, subm
 
 
 def test_a_user_error_exits_2_through_spark_submit(tmp_path):
-    """Schedulers see the job's own exit status: a missing table fails the task with status 2 and names it."""
+    """Schedulers see the job's own exit status: a lake without a complete ETL run fails the task with status 2
+    and says so."""
     done = spark_submit("stats", "--lake", tmp_path / "no-lake")
     output = job_output(done)
     assert done.returncode == 2, output[-6000:]
-    assert f"towerssl stats: error: no Delta table at {tmp_path / 'no-lake' / 'items'}" in output
+    assert f"towerssl stats: error: lake {tmp_path / 'no-lake'} holds no complete ETL run" in output

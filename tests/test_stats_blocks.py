@@ -13,6 +13,7 @@ import pytest
 from celldata import PLAN, random_items
 from towerssl.errors import UsageError
 from towerssl.lake import MissingTableError, read_table, write_table
+from towerssl.runs import RunRecorder
 from towerssl.stats.cells import SCHEMA, WEIGHT, cell_batches, cell_blobs, file_blobs, pair_sums, sum_blobs
 from towerssl.stats.job import StatsConfig, run_stats
 from towerssl.stats.popularity import BLOCK_BITS, click_counts, popularity
@@ -100,12 +101,20 @@ def test_ranks_and_bucket_sizes_span_many_blocks(spark):
     assert result.buckets == counted
 
 
+def write_etl_run(lake, tables) -> None:
+    """The (name, frame) tables written in order and recorded as one complete ETL run (run_stats reads those)."""
+    recorder = RunRecorder(lake, "etl", "test")
+    for name, frame in tables:
+        write_table(frame, lake, name, "test", {})
+        recorder.committed(name)
+    recorder.finish()
+
+
 def test_an_unlisted_click_stops_run_stats_before_either_table_is_written(spark, tmp_path):
     items = spark.createDataFrame([(0, 10, 3), (1, 11, 4)], "item_idx int, item_id long, item int")
     stray = spark.createDataFrame([(0, 0, 1, 10, 5), (0, 7, 1, 17, 6)], "user_idx int, item_idx int, user_id long, item_id long, timestamp long")
     fields = spark.createDataFrame([("item", "item", False, 1, 5, 0)], "field string, owner string, multi boolean, length int, cardinality int, position int")
-    for name, frame in (("items", items), ("train_clicks", stray), ("fields", fields)):
-        write_table(frame, tmp_path, name, "test", {})
+    write_etl_run(tmp_path, (("items", items), ("train_clicks", stray), ("fields", fields)))
     with pytest.raises(UsageError, match=r"1 click\(s\) name an item_idx that is not in table items \(e.g. 7\)"):
         run_stats(spark, tmp_path, StatsConfig())
     for table in ("item_stats", "feature_mi"):
@@ -124,8 +133,7 @@ def test_run_stats_mi_tasks_read_the_pinned_items_files_on_a_local_lake(spark, t
     clicks = spark.createDataFrame([(0, i % 6, 1, 10 + i % 6, i) for i in range(9)], "user_idx int, item_idx int, user_id long, item_id long, timestamp long")
     fields = spark.createDataFrame([("item", "item", False, 1, 9, 0), ("colour", "item", False, 1, 5, 1)],
                                    "field string, owner string, multi boolean, length int, cardinality int, position int")
-    for name, frame in (("items", items), ("items", items.where("item_idx < 5")), ("train_clicks", clicks.where("item_idx < 5")), ("fields", fields)):
-        write_table(frame, tmp_path, name, "test", {})  # items twice: the latest version is 1
+    write_etl_run(tmp_path, (("items", items), ("items", items.where("item_idx < 5")), ("train_clicks", clicks.where("item_idx < 5")), ("fields", fields)))  # items twice: the latest version is 1
     read = []
     real = job.snapshot_feature_mi
     monkeypatch.setattr(job, "snapshot_feature_mi", lambda spark, snapshot, fields: read.append(snapshot) or real(spark, snapshot, fields))

@@ -80,5 +80,5 @@ def test_a_missing_table_is_one_line_through_spark_submit(tmp_path):
     output = done.stdout + done.stderr  # spark-submit passes the Python driver's stderr on as its stdout
     errors = [line for line in output.splitlines() if line.startswith("towerssl stats: error")]
     assert done.returncode == 2, output[-2000:]
-    assert errors == [f"towerssl stats: error: no Delta table at {tmp_path / 'items'}"]
+    assert errors == [f"towerssl stats: error: lake {tmp_path} holds no complete ETL run (no `etl` record in its runs table): re-run `towerssl etl --lake {tmp_path}`"]
     assert "Traceback" not in output

@@ -193,7 +193,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(synth
 def test_cli_errors_are_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "towerssl.cli", "train", "--lake", str(tmp_path / "nolake"), "--run", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("towerssl train: error: no Delta table at")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"towerssl train: error: lake {tmp_path / 'nolake'} holds no complete ETL run")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  batch_sise: 3\n")
     result = subprocess.run([sys.executable, "-m", "towerssl.cli", "train", "--lake", "x", "--run", str(tmp_path / "r"), "--config", str(bad)], capture_output=True, text=True, timeout=120)

@@ -20,6 +20,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from towerssl.lake import MissingTableError, Snapshot, commit_record, table_path
+from towerssl.runs import committed_versions
 
 
 def open_table(lake: str | Path, table: str, version: int | None = None) -> DeltaTable:
@@ -32,9 +33,11 @@ def open_table(lake: str | Path, table: str, version: int | None = None) -> Delt
 
 
 def pinned_versions(lake: str | Path, tables: Iterable[str]) -> dict[str, int]:
-    """The version of each table a run reads: today the latest of each. The one place that chooses
-    versions, so a record of which versions belong together can replace it."""
-    return {table: open_table(lake, table).version() for table in tables}
+    """The version of each table a run reads: the one its lake's last complete ETL and stats runs committed
+    (towerssl.runs), never a table's latest, which a crashed re-run may have written. A lake whose tables do
+    not form one run is refused with one line saying which job to re-run."""
+    committed = committed_versions(lake).versions
+    return {table: committed[table] for table in tables}
 
 
 def snapshot(lake: str | Path, table: str, version: int | None = None) -> Snapshot:

@@ -30,6 +30,10 @@ _DELTA_CONF = {
     # The jobs run independent steps in threads, each in its own scheduler pool (scheduler_pool): FAIR shares
     # the cores between them, where FIFO would give them all to the first job submitted.
     "spark.scheduler.mode": "FAIR",
+    # Every table write commits, also an empty table replacing an empty one (a run without rejects): Delta
+    # skips such commits by default, and the table's latest commit would then name an earlier run, which the
+    # run record (towerssl/runs.py) refuses to record.
+    "spark.databricks.delta.skipRecordingEmptyCommits": "false",
 }
 # Only where this process starts the JVM (not under spark-submit, which sets its own): Spark's 1g default
 # is too small for the ETL's joins and windows even on MovieLens-sized data.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from towerssl.errors import UsageError
+from towerssl.config import ConfigError, check_types
 from towerssl.model.config import ModelConfig
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -37,24 +37,28 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            try:
-                self.model = ModelConfig(**self.model)
-            except TypeError as error:
-                raise UsageError(f"model config: {error}") from error
+        check_types(self, "train")  # also makes `model` from a mapping, with the model's own checks
         problems = [
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
-            (self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)"),
-            (self.max_steps >= 1 and self.lr > 0, "max_steps and lr must be positive"),
-            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
-            (self.eval_every >= 0 and self.patience >= 0 and self.eval_k >= 1, "eval_every, patience >= 0 and eval_k >= 1"),
-            (self.workers >= 1 and self.shuffle_buffer >= 1, "workers and shuffle_buffer must be >= 1"),
-            (self.log_every >= 0, "log_every must be >= 0"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
+            (self.batch_size >= 2, f"batch_size must be >= 2 (in-batch negatives), got {self.batch_size}"),
+            (self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
+            (self.eval_k >= 1, f"eval_k must be >= 1, got {self.eval_k}"),
+            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
+            (self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}"),
+            (self.log_every >= 0, f"log_every must be >= 0, got {self.log_every}"),
         ]
         errors = [message for ok, message in problems if not ok]
         if errors:
-            raise UsageError("train config: " + "; ".join(errors))
+            raise ConfigError("train: " + "; ".join(errors))
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict

@@ -1,8 +1,9 @@
 """What a training run reads from the lake, pinned once and recorded in RUN_DIR/manifest.json.
 
-The trainer resolves each table's Delta version and file list with delta-rs when a run starts; everything
-after that (resume, evaluate, export) reads exactly those files with pyarrow, so a model is always tied to the
-table versions it was trained on. No step of a run needs Spark or a JVM.
+The trainer pins each table at the version of the lake's last complete ETL and stats runs (towerssl.runs) and
+resolves its file list with delta-rs when a run starts; everything after that (resume, evaluate, export) reads
+exactly those files with pyarrow, so a model is always tied to the table versions it was trained on. No step
+of a run needs Spark or a JVM.
 """
 
 from __future__ import annotations
