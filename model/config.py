@@ -19,13 +19,13 @@ class ModelConfig:
     hidden_dims: tuple[int, ...] = (256,)  # MLP hidden layers (Linear -> LayerNorm -> ReLU each)
     output_dim: int = 64
     layer_norm: bool = True  # LayerNorm in the MLP; never BatchNorm (masked SSL views would skew its running stats)
-    temperature: float = 0.05
+    temperature: float = 0.1  # chosen on validation (docs/experiments.md, Amazon)
     logq: bool = True  # subtract log p_j from every logit
     frequency: str = "table"  # where p_j comes from: "table" (Spark item_stats) | "streaming" (Yi et al. estimator)
     streaming_buckets: int = 1 << 20
     streaming_hashes: int = 2
     streaming_alpha: float = 0.01  # EMA rate of the average gap
-    id_dropout: float = 0.0  # share of clicked items whose id is masked in the main task (DropoutNet)
+    id_dropout: float = 0.3  # chosen on validation (docs/experiments.md, Amazon); share of clicked items whose id is masked in the main task (DropoutNet)
     mixed_negatives: int = 0  # extra negatives sampled uniformly from the corpus per batch, corrected by log(1/N)
     distinct_items: bool = False  # one main-loss column per distinct clicked item, corrected by log(1 - (1 - p)^n)
     alpha: float = 1.0  # weight of the SSL loss; 0 turns SSL off

@@ -294,7 +294,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto (default: cuda if present), cpu, cuda or cuda:N")
     parser.add_argument("--augmentation", help="SSL augmentation: none | mask | dropout | complementary | cfm (default cfm)")
     parser.add_argument("--alpha", type=float, help="weight of the SSL loss; 0 turns SSL off (default 1.0)")
-    parser.add_argument("--temperature", type=float, help="softmax temperature of both losses (default 0.05)")
+    parser.add_argument("--temperature", type=float, help="softmax temperature of both losses (default 0.1)")
     parser.add_argument("--eval-every", type=int, help="steps between validation Recall@K checks; 0: never (default 200)")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 200)")
     parser.add_argument("--deterministic", action="store_true", default=None, help="reproducible kernels and data order (one reader worker)")
