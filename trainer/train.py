@@ -150,8 +150,9 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
     if world.is_main and not resume:
         if lake is None and inputs is None:
             raise UsageError("--lake is required for a new run")
+        manifest = inputs or Manifest.resolve(lake)  # a refused lake leaves no run directory behind
         run_dir.mkdir(parents=True, exist_ok=True)
-        (inputs or Manifest.resolve(lake)).save(run_dir)
+        manifest.save(run_dir)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     distributed.barrier(world)
     manifest = Manifest.load(run_dir)
