@@ -1,4 +1,7 @@
-"""Reader for the generic raw layout (docs/tables.md): schema.yaml plus CSV or Parquet files."""
+"""Reader for the generic raw layout (docs/tables.md): schema.yaml plus CSV or Parquet files.
+
+The job lists each input's files itself and reads CSV as RFC 4180, so that rows in counts every record on
+disk and no value is cut or altered on the way (docs/tables.md, "Which files are read", "CSV dialect")."""
 
 from __future__ import annotations
 
@@ -60,17 +63,16 @@ def input_files(path: Path, kind: str) -> list[Path]:
     The job lists them itself because Spark's listing skips names starting with '_' or '.' without a word:
     such a file stops the job here, named, unless it holds no rows (empty, like _SUCCESS) or is Hadoop's
     checksum of a file beside it (.NAME.crc)."""
-    if not path.is_dir():
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    hidden = {p for p in files if any(part.startswith(HIDDEN) for part in p.relative_to(path).parts)}
-    unread = [str(p.relative_to(path)) for p in sorted(hidden) if p.stat().st_size and not _is_checksum(p)]
+    root = path if path.is_dir() else path.parent
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    hidden = {p for p in files if any(part.startswith(HIDDEN) for part in p.relative_to(root).parts)}
+    unread = [str(p.relative_to(root)) for p in sorted(hidden) if p.stat().st_size and not _is_checksum(p)]
     if unread:
         raise RawInputError(f"{path}: the {kind} input holds files whose names start with '_' or '.', which Spark would not read: "
                             f"{', '.join(unread)} (rename or remove them)")
     data = [p for p in files if p not in hidden]
     if not data:
-        raise RawInputError(f"{path}: the {kind} input directory holds no files")
+        raise RawInputError(f"{path}: the {kind} input holds no files")
     return data
 
 
@@ -103,20 +105,22 @@ def _scan_csv(path: Path) -> _CsvFile:
         while chunk := data.read(SCAN_BYTES):
             head = head or chunk
             quoted = quoted or b'"' in chunk
-            try:
-                utf8 = utf8 and decoder.decode(chunk) is not None
-            except UnicodeDecodeError:
-                utf8 = False
-    try:
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        utf8 = False
+            utf8 = utf8 and _decodes(decoder, chunk)
+    utf8 = utf8 and _decodes(decoder, b"", final=True)
     first = next(records(_text(head)), None)
     if first is None:
         return _CsvFile(path, None, True)
     if first.problem is not None or _INVALID.search(first.text):
         raise RawInputError(f"{path}: the header line is not a well-formed UTF-8 CSV record: {_valid(first.text)!r}")
     return _CsvFile(path, tuple(first.fields), utf8 and not quoted)
+
+
+def _decodes(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool = False) -> bool:
+    try:
+        decoder.decode(chunk, final)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _text(data: bytes) -> str:

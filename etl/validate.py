@@ -199,7 +199,8 @@ def _plain_keys(df: DataFrame, window: tuple[int, int]) -> Column:
     Comparing a key with its value written back costs less than the checks' regular expressions, which then
     run only on the other rows."""
     plain = ~reduce(Column.__or__, [condition for condition, _, _ in _record_checks(df)])
-    for name, (low, high) in (("user_id", ID_RANGE), ("item_id", ID_RANGE), ("timestamp", window)):
+    timestamps = (window[0], min(window[1], 10**TIMESTAMP_DIGITS - 1))  # within the window and the digits
+    for name, (low, high) in (("user_id", ID_RANGE), ("item_id", ID_RANGE), ("timestamp", timestamps)):
         value = F.col(name).cast("long")
         plain &= (F.col(name) == value.cast("string")) & value.between(low, high)
     return F.coalesce(plain, F.lit(False))  # a key that is no number makes the comparison null: not plain

@@ -364,7 +364,8 @@ def test_without_a_users_input_the_users_are_the_clickers(spark, tmp_path):
     assert sum(summary["rows_written"][f"{s}_clicks"] for s in ("train", "valid", "test")) == len(interactions)
 
 
-def test_plainly_written_keys_skip_the_checks_only_where_the_checks_pass(spark):
+@pytest.mark.parametrize("window", [(5, 10**11), (0, 10**15)])  # keys below and above it; a window wider than the digits
+def test_plainly_written_keys_skip_the_checks_only_where_the_checks_pass(spark, window):
     """_plain_keys is a shortcut: on random keys (blanks, signs, leading zeros, too many digits, decimals,
     letters, empties), every row it lets through passes every row check, so the first failure is the same
     with and without it."""
@@ -380,7 +381,6 @@ def test_plainly_written_keys_skip_the_checks_only_where_the_checks_pass(spark):
     rows = [(key(), key(), key(), rng.choice([None, None, None, "broken line"])) for _ in range(3000)]
     df = spark.createDataFrame(rows, f"user_id string, item_id string, timestamp string, {CORRUPT_COL} string")
     df = df.withColumn(RAW_COL, F.coalesce(F.col(CORRUPT_COL), F.concat_ws(",", "user_id", "item_id", "timestamp")))
-    window = (5, 10**11)  # keys below and above it too
     full = _first_failure(_click_row_checks(df, window))
     shortcut = _plain_keys(df, window)
     result = df.select(shortcut.alias("plain"), full.alias("full"), F.when(~shortcut, full).alias("shortcut")).collect()

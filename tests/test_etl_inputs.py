@@ -126,7 +126,8 @@ def test_the_window_is_configurable(spark, tmp_path):
     [
         ("hidden", r"start with '_' or '.', which Spark would not read: \.part-8\.csv, _part-9\.csv"),
         ("hidden_directory", r"which Spark would not read: \.ipynb_checkpoints/part-0\.csv"),
-        ("no_files", "the items input directory holds no files"),
+        ("no_files", "the items input holds no files"),
+        ("hidden_file_input", r"which Spark would not read: _clicks\.csv"),
         ("header_order", "the interactions part files' headers differ: part-0.csv has user_id,item_id,timestamp; part-1.csv has item_id,user_id,timestamp"),
     ],
 )
@@ -138,6 +139,9 @@ def test_whole_input_errors_stop_the_job_before_any_work(spark, tmp_path, breaka
         _write(raw / "interactions" / ".part-8.csv", b"user_id,item_id,timestamp\n1,101,9001\n")
     elif breakage == "hidden_directory":
         _write(raw / "items" / ".ipynb_checkpoints" / "part-0.csv", (raw / "items" / "part-0.csv").read_bytes())
+    elif breakage == "hidden_file_input":  # the schema names a single file that Spark would skip
+        (raw / "interactions" / "part-0.csv").rename(raw / "_clicks.csv")
+        (raw / "schema.yaml").write_text((raw / "schema.yaml").read_text().replace("interactions: interactions", "interactions: _clicks.csv"))
     elif breakage == "no_files":
         (raw / "items" / "part-0.csv").unlink()
     else:
@@ -146,3 +150,26 @@ def test_whole_input_errors_stop_the_job_before_any_work(spark, tmp_path, breaka
         run_etl(spark, EtlConfig(input=str(raw), lake=str(tmp_path / "lake")))
     assert isinstance(caught.value, UsageError) and "\n" not in str(caught.value)  # one line, exit 2
     assert not (tmp_path / "lake").exists()
+
+
+def test_parquet_inputs_are_listed_by_the_job_and_keep_valid_u_fffd(spark, tmp_path):
+    """The same listing for Parquet inputs; a string holding U+FFFD (valid UTF-8) is kept."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    interactions, items, users = clean_dataset()
+    raw = tmp_path / "raw"
+    for name, header, rows in (("interactions", ["user_id", "item_id", "timestamp"], interactions),
+                               ("items", ["item_id", "category", "brand"], [[i, c, "x\ufffdy" if i == 100 else b] for i, c, b in items]),
+                               ("users", ["user_id", "gender"], users)):
+        (raw / name).mkdir(parents=True)
+        pq.write_table(pa.table({h: [row[k] for row in rows] for k, h in enumerate(header)}), raw / name / "part-0.parquet")
+    fields = [{"name": "category", "owner": "item", "multi": True, "sep": "|"}, {"name": "brand", "owner": "item"}, {"name": "gender", "owner": "user"}]
+    (raw / "schema.yaml").write_text(yaml.safe_dump({"format": "parquet", "interactions": "interactions", "items": "items", "users": "users", "fields": fields}))
+    config = EtlConfig(input=str(raw), lake=str(tmp_path / "lake"))
+    summary = run_etl(spark, config)
+    assert summary["rows_rejected"] == {} and "x\ufffdy" in _vocab(spark, config, "brand")
+    pq.write_table(pa.table({"user_id": [1], "item_id": [101], "timestamp": [9000]}), raw / "interactions" / "_part-1.parquet")
+    with pytest.raises(RawInputError, match=r"which Spark would not read: _part-1\.parquet"):
+        run_etl(spark, config)
