@@ -2,9 +2,9 @@
 
 Why our own parser: Spark's CSV reader takes a backslash as an escape, splits a quoted field at a line break,
 and accepts an unclosed quote or a quote inside an unquoted field; the ETL must reject those with a reason
-(docs/tables.md, "CSV dialect"). The layout reader uses this parser for every file that holds a quote or
-bytes that are not UTF-8; files without either are read by Spark's line reader, which agrees with this
-parser on them (both skip blank lines and end a line at LF, CRLF or a lone CR).
+(docs/tables.md, "CSV dialect"). The layout reader uses this parser for every file that holds a quote past
+its header or bytes that are not UTF-8; files with neither are read by Spark's line reader, which agrees with
+this parser on them (both skip blank lines and end a line at LF, CRLF or a lone CR).
 """
 
 from __future__ import annotations

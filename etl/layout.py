@@ -93,18 +93,18 @@ def _decompressed(name: str, data: BinaryIO) -> BinaryIO:
 class _CsvFile:
     path: Path
     header: tuple[str, ...] | None  # None: the file holds no record at all
-    plain: bool  # no quote and only UTF-8: Spark's line reader reads it as csvtext does, faster
+    plain: bool  # only UTF-8, and no quote past the header: Spark's line reader reads it as csvtext does, faster
 
 
 def _scan_csv(path: Path) -> _CsvFile:
     """The file's header and whether it is plain, from one pass over its bytes on the driver (at the speed
     of memchr and UTF-8 decoding, and it warms the page cache for Spark's read)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    head, quoted, utf8 = b"", False, True
+    head, quotes, utf8 = b"", 0, True
     with path.open("rb") as raw, _decompressed(path.name, raw) as data:
         while chunk := data.read(SCAN_BYTES):
             head = head or chunk
-            quoted = quoted or b'"' in chunk
+            quotes += chunk.count(b'"')
             utf8 = utf8 and _decodes(decoder, chunk)
     utf8 = utf8 and _decodes(decoder, b"", final=True)
     first = next(records(_text(head)), None)
@@ -112,7 +112,7 @@ def _scan_csv(path: Path) -> _CsvFile:
         return _CsvFile(path, None, True)
     if first.problem is not None or _INVALID.search(first.text):
         raise RawInputError(f"{path}: the header line is not a well-formed UTF-8 CSV record: {_valid(first.text)!r}")
-    return _CsvFile(path, tuple(first.fields), utf8 and not quoted)
+    return _CsvFile(path, tuple(first.fields), utf8 and quotes == first.text.count('"'))  # quotes in the header only
 
 
 def _decodes(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool = False) -> bool:
@@ -152,7 +152,7 @@ def _read_csv(spark: SparkSession, path: Path, kind: str, required: list[str]) -
     condition on LINE_COL (the record's text) holds: the same columns, header records included (a header
     parses like a record whose values are the column names: it fails every id check).
 
-    Plain files (no quote, only UTF-8) go through Spark's line reader; the others through csvtext's RFC
+    Plain files (only UTF-8, no quote past the header) go through Spark's line reader; the others through csvtext's RFC
     4180 parser, a Spark task per file."""
     files = [f for f in map(_scan_csv, input_files(path, kind)) if f.header is not None]
     columns = _string_schema([*required, REASON_COL, RAW_COL, SOURCE_COL])
@@ -165,7 +165,7 @@ def _read_csv(spark: SparkSession, path: Path, kind: str, required: list[str]) -
     plain = [str(f.path) for f in files if f.plain]
     other = [str(f.path) for f in files if not f.plain]
     schema = StructType([*_string_schema(list(header)), StructField(CORRUPT_COL, StringType())])
-    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COL}
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COL, "escape": '"'}  # for a quoted header
     raw = F.coalesce(F.col(CORRUPT_COL), F.concat_ws(",", *[F.coalesce(F.col(c), F.lit("")) for c in header]))
 
     def plain_columns(parsed: DataFrame) -> DataFrame:

@@ -28,7 +28,7 @@ QUOTED_VALUES = {"200": "line one\nline two", "201": "carriage\rreturn", "202": 
 QUOTED_REJECTS = {('205,a,mid"quote', QUOTE_IN_FIELD), ("206,a,b,extra", WRONG_COLUMNS), ('207,a,"x"y', TEXT_AFTER_QUOTE), ('204,a,"unclosed', UNCLOSED_QUOTE)}
 BIG_IDS = (1000000000000000001, 9223372036854775807)  # 19 digits, and the largest long
 # A file with a byte that is not UTF-8 (read by the RFC 4180 parser), and one of valid UTF-8 holding U+FFFD
-# itself (read by Spark's line reader): the first record is rejected, the U+FFFD values are kept.
+# itself (read by Spark's line reader, its header quoted): the first record is rejected, the U+FFFD values are kept.
 ODD_TEXT_ITEMS = f"{BIG_IDS[0]},a,caf\ufffd\n{BIG_IDS[1]},a,b\n9223372036854775808,a,b\n".encode() + b"210,a,bad\xff\n"
 FFFD_ITEMS = "211,a,x\ufffdy\n".encode()
 
@@ -46,7 +46,7 @@ def edge_run(spark, tmp_path_factory):
     raw = write_raw(root / "raw", interactions, items, users)
     _write(raw / "items" / "part-1.csv", ITEMS_HEADER + QUOTED_ITEMS)
     _write(raw / "items" / "part-2.csv", ITEMS_HEADER + ODD_TEXT_ITEMS)
-    _write(raw / "items" / "part-3.csv", ITEMS_HEADER + FFFD_ITEMS)
+    _write(raw / "items" / "part-3.csv", b'"item_id","category","brand"\n' + FFFD_ITEMS)  # a quoted header: the same columns
     future = int(time.time()) + 3 * DAY
     clicks = (  # quoted, with a duplicate event: its later copy comes from the second scan of the parsed records
         f'"1","{BIG_IDS[0]}","5100"\n"1","{BIG_IDS[0]}","5100"\n2,{BIG_IDS[1]},5101\n'
