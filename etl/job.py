@@ -9,6 +9,7 @@ run that fails midway leaves the previous run readable.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -41,6 +42,7 @@ FORMATS = ("raw", "movielens-100k", "movielens-1m", "movielens-latest-small", "a
 UNTIMED_FORMATS = ("amazon-s3rec",)  # timestamps are positions in a user's list: a time cut across users means nothing
 RESERVED = {"item", "user", "item_id", "user_id", "item_idx", "user_idx", "timestamp", "split"}
 T = TypeVar("T")
+DAY = 86_400
 FIELDS_SCHEMA = "field string, owner string, multi boolean, length int, cardinality int, position int"
 
 
@@ -63,6 +65,8 @@ class EtlConfig:
     multi_length: int = 8  # padded length of multi-valued fields without their own max_len
     multi_hard_limit: int = 256  # more values than this in one field: the row is rejected
     click_files: int = 8  # data files per clicks table: readers shard and shuffle by file and row group
+    min_timestamp: int = 0  # clicks outside [min_timestamp, max_timestamp] (unix seconds) are rejected
+    max_timestamp: int | None = None  # None: the run's start plus one day (recorded with the tables)
 
     def __post_init__(self) -> None:
         check_types(self, "etl")
@@ -89,6 +93,8 @@ class EtlConfig:
         blocked = next((p for p in (lake, *lake.parents) if p.exists() and not p.is_dir()), None) if "://" not in self.lake else None
         if blocked is not None:
             raise UsageError(f"lake {self.lake}: {blocked} is a file, not a directory")
+        if self.min_timestamp < 0 or (self.max_timestamp is not None and self.max_timestamp < self.min_timestamp):
+            raise UsageError(f"need 0 <= min_timestamp <= max_timestamp, got {self.min_timestamp} and {self.max_timestamp}")
 
 
 def read_input(spark: SparkSession, config: EtlConfig) -> RawInput:
@@ -207,6 +213,8 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     run_id = run_id or uuid.uuid4().hex[:12]
     recorder = RunRecorder(config.lake, "etl", run_id)
     started = time.time()
+    if config.max_timestamp is None:  # once per run, so every check and the tables' record see one window
+        config = dataclasses.replace(config, max_timestamp=int(started) + DAY)
     stages = _Stages()
     raw = read_input(spark, config)
     _check_field_names(raw.fields)
@@ -267,6 +275,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
             **{f"{s}_clicks": split_counts.get(s, 0) for s in SPLITS},
         },
         "rows_rejected": {f"{source}: {reason}": n for (source, reason), n in sorted(reject_counts.items())},
+        "timestamp_window": [config.min_timestamp, config.max_timestamp],
         "new_items": n_items - ids.where(F.col("field") == "item").count(),  # items without a clicked id in train_clicks
         "seconds": round(time.time() - started, 1),
     }
@@ -319,7 +328,7 @@ def _validated_clicks(raw: RawInput, entities: _Entities, config: EtlConfig) -> 
     started = time.time()
     valid_users = entities.valid_users.select("user_id") if entities.valid_users is not None else None
     clicks = check_interactions(raw.interactions, entities.valid_items.select("item_id"), valid_users, config.click_files,
-                                raw.interaction_lines, id_rows=max(entities.rows_in["items"], entities.rows_in.get("users", 0)))
+                                (config.min_timestamp, config.max_timestamp), raw.interaction_lines, id_rows=max(entities.rows_in["items"], entities.rows_in.get("users", 0)))
     if config.split == "global":  # a column computed from the persisted clicks: nothing more to materialize
         split = split_global(clicks.valid, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
     else:  # a window per user: materialized, in the files' partitioning again

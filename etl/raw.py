@@ -16,6 +16,12 @@ SOURCE_COL = "_source"  # the file a record came from
 RAW_COL = "_raw"  # the record's original text (for the rejects table)
 CORRUPT_COL = "_corrupt"  # optional: set by a reader when a record could not be split into its columns
 LINE_COL = "_line"  # a line of a text input, before parsing (RawInput.interaction_lines filters on it)
+# Optional: set by a reader that checks each record's syntax and bytes itself, to the reason the record is
+# unusable (null when it is fine). Without it, validation takes CORRUPT_COL as malformed and U+FFFD in the
+# raw text as invalid UTF-8 (what a reader that decodes with replacement leaves).
+REASON_COL = "_reason"
+WRONG_COLUMNS = "malformed record (wrong number of columns)"
+INVALID_UTF8 = "invalid UTF-8"
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,13 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Row, Window
 from pyspark.sql import functions as F
 
-from towerssl.etl.raw import CORRUPT_COL, LINE_COL, RAW_COL, SOURCE_COL, FieldDef
+from towerssl.etl.raw import CORRUPT_COL, INVALID_UTF8, LINE_COL, RAW_COL, REASON_COL, SOURCE_COL, FieldDef
 from towerssl.spark import broadcast_if_small
 
 REJECT_COLUMNS = ("input", "source", "field", "reason", "raw")
-ID_DIGITS, TIMESTAMP_DIGITS = 18, 12  # ids: non-negative and fit in a long; timestamps: unix seconds
-_ID_PATTERN = rf"^\s*[0-9]{{1,{ID_DIGITS}}}\s*$"
+TIMESTAMP_DIGITS = 12  # unix seconds; the window (min_timestamp, max_timestamp) then bounds them
+ID_RANGE = (0, 2**63 - 1)  # ids: non-negative longs
+OUTSIDE_WINDOW = "timestamp outside the plausible window (etl min_timestamp, max_timestamp)"
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,20 @@ def _first_failure(checks: list[tuple[Column, str | None, Column | str]]) -> Col
 
 
 def _id_checks(name: str) -> list[tuple[Column, str, str]]:
+    """Digits whose value fits a long (a longer number casts to null)."""
     col = F.col(name)
     return [
         (col.isNull() | (F.trim(col) == ""), name, f"missing {name}"),
-        (~col.rlike(_ID_PATTERN), name, f"{name} is not a non-negative integer"),
+        (~col.rlike(r"^\s*[0-9]+\s*$") | col.cast("long").isNull(), name, f"{name} is not a non-negative integer"),
     ]
 
 
-def _record_checks(df: DataFrame) -> list[tuple[Column, str | None, str]]:
-    checks = [(F.col(RAW_COL).contains("\ufffd"), None, "invalid UTF-8")]
+def _record_checks(df: DataFrame) -> list[tuple[Column, str | None, Column | str]]:
+    """The reader's own reason (REASON_COL), or, for a reader that decodes with replacement, CORRUPT_COL and
+    U+FFFD in the text."""
+    if REASON_COL in df.columns:
+        return [(F.col(REASON_COL).isNotNull(), None, F.col(REASON_COL))]
+    checks = [(F.col(RAW_COL).contains("\ufffd"), None, INVALID_UTF8)]
     if CORRUPT_COL in df.columns:
         checks.insert(0, (F.col(CORRUPT_COL).isNotNull(), None, "malformed record (wrong number of columns or bad quoting)"))
     return checks
@@ -135,9 +141,10 @@ KEYS = ["user_id", "item_id", "timestamp"]  # an event; a second row with the sa
 DUPLICATE_EVENT = "duplicate event"
 
 
-def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None, partitions: int,
+def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame | None, partitions: int, window: tuple[int, int],
                        lines: Callable[[Column], DataFrame] | None = None, id_rows: int | None = None) -> CheckedClicks:
-    """Clicks: valid ids and timestamp, a known item (and user, when users are given), no duplicate event.
+    """Clicks: valid ids, a timestamp within `window` (inclusive unix seconds), a known item (and user, when
+    users are given), no duplicate event.
 
     valid holds one row per distinct event key, hash-partitioned by the key into `partitions` partitions
     (the clicks tables' data files) and persisted. One scan of the input and one shuffle make it: every row
@@ -148,12 +155,12 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     lines: RawInput.interaction_lines; with it, and few repeated keys, that scan parses only the lines that
     hold the keys' digits. id_rows: at most this many rows in item_ids and in user_ids (e.g. the inputs' row
     counts), so the id sets need no count to be broadcast; None: counted."""
-    row_failure = _first_failure(_click_row_checks(df))
+    row_failure = _first_failure(_click_row_checks(df, window))
     # The checks are evaluated once, as their own column (Spark keeps a costly column in its own projection):
     # inlined into each key's expression they ran four times per row, a third of the scan's time. Rows whose
     # keys are written plainly skip them (_plain_keys); the cast trims the blanks the checks allow.
     passed = F.col("_row_failure").isNull()
-    typed = df.withColumn("_row_failure", F.when(~_plain_keys(df), row_failure)).select(
+    typed = df.withColumn("_row_failure", F.when(~_plain_keys(df, window), row_failure)).select(
         *[F.when(passed, F.col(c).cast("long")).alias(c) for c in KEYS], "_row_failure", SOURCE_COL, RAW_COL
     )
     typed = typed.join(broadcast_if_small(item_ids.select("item_id", F.lit(True).alias("_known_item")), id_rows), "item_id", "left")
@@ -186,24 +193,25 @@ def check_interactions(df: DataFrame, item_ids: DataFrame, user_ids: DataFrame |
     )
 
 
-def _plain_keys(df: DataFrame) -> Column:
-    """True for rows that pass every row check for certain: a whole record, valid UTF-8, and each key in
-    canonical decimal (no blank, sign or leading zero) within its digits. Comparing a key with its value
-    written back costs less than the checks' regular expressions, which then run only on the other rows."""
-    plain = ~F.col(RAW_COL).contains("\ufffd")
-    if CORRUPT_COL in df.columns:
-        plain &= F.col(CORRUPT_COL).isNull()
-    for name, digits in (("user_id", ID_DIGITS), ("item_id", ID_DIGITS), ("timestamp", TIMESTAMP_DIGITS)):
+def _plain_keys(df: DataFrame, window: tuple[int, int]) -> Column:
+    """True for rows that pass every row check for certain: a well-formed record, and each key in canonical
+    decimal (no blank, sign or leading zero), the ids non-negative and the timestamp within `window`.
+    Comparing a key with its value written back costs less than the checks' regular expressions, which then
+    run only on the other rows."""
+    plain = ~reduce(Column.__or__, [condition for condition, _, _ in _record_checks(df)])
+    timestamps = (window[0], min(window[1], 10**TIMESTAMP_DIGITS - 1))  # within the window and the digits
+    for name, (low, high) in (("user_id", ID_RANGE), ("item_id", ID_RANGE), ("timestamp", timestamps)):
         value = F.col(name).cast("long")
-        plain &= (F.col(name) == value.cast("string")) & value.between(0, 10**digits - 1)
+        plain &= (F.col(name) == value.cast("string")) & value.between(low, high)
     return F.coalesce(plain, F.lit(False))  # a key that is no number makes the comparison null: not plain
 
 
-def _click_row_checks(df: DataFrame) -> list[tuple[Column, str | None, str]]:
+def _click_row_checks(df: DataFrame, window: tuple[int, int]) -> list[tuple[Column, str | None, Column | str]]:
     ts = F.col("timestamp")
     return _record_checks(df) + _id_checks("user_id") + _id_checks("item_id") + [
         (ts.isNull() | (F.trim(ts) == ""), "timestamp", "missing timestamp"),
         (~ts.rlike(rf"^\s*[0-9]{{1,{TIMESTAMP_DIGITS}}}\s*$"), "timestamp", "timestamp is not unix seconds"),
+        (~ts.cast("long").between(*window), "timestamp", OUTSIDE_WINDOW),
     ]
 
 

@@ -138,7 +138,7 @@ def test_bad_lines_come_through_marked_and_the_etl_rejects_them(spark, tmp_path)
     }
 
     checked_items = check_entities(raw.items, "items", "item_id", raw.fields_of("item"), 256)
-    checked_clicks = check_interactions(raw.interactions, checked_items.valid.select("item_id"), None, partitions=2)
+    checked_clicks = check_interactions(raw.interactions, checked_items.valid.select("item_id"), None, partitions=2, window=(0, 2**31))
     reasons = Counter(r["reason"] for r in checked_items.rejects.unionByName(checked_clicks.rejects).collect())
     assert reasons["malformed record (wrong number of columns or bad quoting)"] == 2 + 3
     assert checked_items.valid.count() == 1 and checked_clicks.valid.count() == 1
