@@ -22,21 +22,16 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
 from towerssl.config import load_yaml_mapping
-from towerssl.errors import UsageError
 from towerssl.etl.csvtext import records
+from towerssl.etl.files import RawInputError, input_files  # noqa: F401 (RawInputError: the jobs import it from here)
 from towerssl.etl.raw import CORRUPT_COL, INVALID_UTF8, LINE_COL, RAW_COL, REASON_COL, SOURCE_COL, WRONG_COLUMNS, FieldDef, RawInput
 
 FORMATS = ("csv", "parquet")
-HIDDEN = ("_", ".")  # Spark's file listing skips names starting with these
 CODECS = {".gz": gzip.open, ".bz2": bz2.open}
 UNSUPPORTED_CODECS = (".deflate", ".lz4", ".snappy", ".zst")  # Spark decompresses them; the scan here cannot
 SCAN_BYTES = 1 << 23
 _INVALID = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as the surrogateescape decoder keeps them
 ID_COLUMNS = {"interactions": ("user_id", "item_id", "timestamp"), "items": ("item_id",), "users": ("user_id",)}
-
-
-class RawInputError(UsageError):
-    """The raw input cannot be used at all (missing file or column, empty input); names what is wrong."""
 
 
 def read_schema(raw_dir: str | Path) -> dict:
@@ -59,28 +54,6 @@ def read_schema(raw_dir: str | Path) -> dict:
         raise RawInputError(f"{path}: bad field definition: {error}") from error
     return schema
 
-
-def input_files(path: Path, kind: str) -> list[Path]:
-    """The files of one input: the path itself, or every file under its directory (sorted).
-
-    The job lists them itself because Spark's listing skips names starting with '_' or '.' without a word:
-    such a file stops the job here, named, unless it holds no rows (empty, like _SUCCESS) or is Hadoop's
-    checksum of a file beside it (.NAME.crc)."""
-    root = path if path.is_dir() else path.parent
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    hidden = {p for p in files if any(part.startswith(HIDDEN) for part in p.relative_to(root).parts)}
-    unread = [str(p.relative_to(root)) for p in sorted(hidden) if p.stat().st_size and not _is_checksum(p)]
-    if unread:
-        raise RawInputError(f"{path}: the {kind} input holds files whose names start with '_' or '.', which Spark would not read: "
-                            f"{', '.join(unread)} (rename or remove them)")
-    data = [p for p in files if p not in hidden]
-    if not data:
-        raise RawInputError(f"{path}: the {kind} input holds no files")
-    return data
-
-
-def _is_checksum(path: Path) -> bool:
-    return path.name.startswith(".") and path.name.endswith(".crc") and (path.parent / path.name[1:-4]).is_file()
 
 
 def _decompressed(name: str, data: BinaryIO) -> BinaryIO:

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only annotations: the reason strings below are imported where there is no Spark
+    from pyspark.sql import Column, DataFrame
 
 OWNERS = ("item", "user")
 SOURCE_COL = "_source"  # the file a record came from

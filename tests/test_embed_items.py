@@ -121,6 +121,8 @@ def bad_input(tmp_path_factory, synthetic_lake):
         line(item_id=""),  # missing id
         line(item_id="990012", category="|".join(f"c{k}" for k in range(300))),  # over the hard limit of 256
         line(item_id="990013") + ",extra",  # wrong number of columns
+        line(item_id="9223372036854775807"),  # 19 digits that fit a long: an id like any other
+        line(item_id="990014", brand="br\ufffdand"),  # U+FFFD written in valid UTF-8: an ordinary character
     ]
     path = tmp_path_factory.mktemp("bad") / "items.csv"
     not_utf8 = line(item_id="990015", brand="BRAND").encode().replace(b"BRAND", b"br\xffand")
@@ -132,19 +134,19 @@ def test_bad_rows_are_rejected_with_their_reason_and_counted(exported, bad_input
     run_dir, env = exported
     result = towerssl(env, "embed-items", "--run", run_dir, "--input", bad_input, "--name", "bad")
     assert result.returncode == 0, result.stderr[-4000:]
-    assert sorted(embedded(run_dir, "bad")) == [990010, 990011]
+    assert sorted(embedded(run_dir, "bad")) == [990010, 990011, 990014, 9223372036854775807]
     rejects = DeltaTable(str(run_dir / "export" / "bad_rejects")).to_pyarrow_table().to_pydict()
     assert Counter(zip(rejects["field"], rejects["reason"])) == {
         ("item_id", "duplicate item_id"): 1,
         ("item_id", "item_id is not a non-negative integer"): 1,
         ("item_id", "missing item_id"): 1,
         ("category", "category has 300 values, over the hard limit of 256"): 1,
-        (None, "malformed record (wrong number of columns or bad quoting)"): 1,
+        (None, "malformed record (wrong number of columns)"): 1,
         (None, "invalid UTF-8"): 1,
     }
     assert "zzz-brand" in rejects["raw"][rejects["reason"].index("duplicate item_id")]
     summary = [l for l in result.stderr.splitlines() if "embed-items:" in l]
-    assert len(summary) == 1 and "8 rows in, 2 embedded (0 with a trained id, 2 without), 6 rejected" in summary[0], result.stderr[-2000:]
+    assert len(summary) == 1 and "10 rows in, 4 embedded (0 with a trained id, 4 without), 6 rejected" in summary[0], result.stderr[-2000:]
 
 
 def test_a_rerun_gives_the_same_tables_and_index(exported, bad_input):
@@ -156,7 +158,7 @@ def test_a_rerun_gives_the_same_tables_and_index(exported, bad_input):
         tables = [DeltaTable(str(run_dir / "export" / f"again_{t}")).to_pyarrow_table() for t in ("embeddings", "rejects")]
         outputs.append((tables, faiss.serialize_index(load_index(run_dir / "export" / "again.faiss")).tobytes()))
     (first_tables, first_index), (second_tables, second_index) = outputs
-    assert first_tables[0].num_rows == 2 and first_tables[1].num_rows == 6
+    assert first_tables[0].num_rows == 4 and first_tables[1].num_rows == 6
     assert all(a.equals(b) for a, b in zip(first_tables, second_tables)) and first_index == second_index
 
 

@@ -14,7 +14,6 @@ the lake's rejects schema). Each output is overwritten, so a rerun on the same i
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import re
@@ -30,6 +29,9 @@ import torch
 from towerssl.delta_rs import write_arrow
 from towerssl.errors import UsageError
 from towerssl.etl.amazon_attributes import item_rows
+from towerssl.etl.csvtext import records as csv_records
+from towerssl.etl.files import input_files
+from towerssl.etl.raw import INVALID_UTF8, WRONG_COLUMNS
 from towerssl.model.features import ITEM_ID_FIELD, FieldSpec
 from towerssl.trainer.embed import embed
 from towerssl.trainer.export import ITEM_TOWER_FILE
@@ -41,8 +43,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("raw", "amazon-s3rec")
 AMAZON_COLUMNS = ("item_id", "brand", "categories")  # the columns of etl.amazon_attributes.item_rows, in order
 KEY = "item_id"
-MALFORMED = "malformed record (wrong number of columns or bad quoting)"
-ID_PATTERN = re.compile(r"^\s*[0-9]{1,18}\s*$")  # a non-negative integer that fits a long (etl/validate.py)
+MAX_ID = (1 << 63) - 1  # ids are non-negative integers that fit a signed long (etl/validate.py)
 RESERVED_NAMES = ("item", "items")  # their outputs would overwrite the export's own item_embeddings / items.faiss
 REJECTS_SCHEMA = pa.schema([(name, pa.string()) for name in ("input", "source", "field", "reason", "raw", "run_id")])
 
@@ -54,17 +55,7 @@ class Record:
     source: str
     raw: str
     columns: dict[str, str | None] | None
-
-
-def _files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise UsageError(f"{path}: items input not found")
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
-    if not files:
-        raise UsageError(f"{path}: the items input holds no files")
-    return files
+    problem: str | None = None  # why columns is None
 
 
 def _require(path: Path, present: list[str], needed: list[str]) -> None:
@@ -74,27 +65,30 @@ def _require(path: Path, present: list[str], needed: list[str]) -> None:
 
 
 def _text(path: Path) -> str:
-    """The file as text; bytes that are not UTF-8 become U+FFFD, which the checks reject as invalid UTF-8."""
-    return path.read_bytes().decode("utf-8", errors="replace")
+    """The file as text; bytes that are not UTF-8 are kept as lone surrogates, which the checks reject as
+    invalid UTF-8 (as the ETL does; a U+FFFD written in valid UTF-8 is an ordinary character)."""
+    return path.read_bytes().decode("utf-8", errors="surrogateescape")
+
+
+def _readable(text: str) -> str:
+    """The text with its non-UTF-8 bytes as U+FFFD, for the rejects table (which holds valid UTF-8)."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
 
 def _csv_records(path: Path, needed: list[str]) -> list[Record]:
-    """One record per non-blank line after the header (Spark's CSV reader: no multi-line records; an empty
-    value is missing); a line with bad quoting or the wrong number of columns is a malformed record."""
-    lines = [line.rstrip("\r") for line in _text(path).split("\n")]
-    header = next(csv.reader([lines[0]]))
-    _require(path, header, needed)
-    records = []
-    for line in lines[1:]:
-        if not line.strip():
+    """One record per RFC 4180 record after the header, parsed as the ETL parses CSV (etl/csvtext.py); an
+    empty value is missing; a malformed record or one with the wrong number of columns is rejected."""
+    parsed = iter(csv_records(_text(path)))
+    header = next(parsed, None)
+    _require(path, header.fields if header and header.fields else [], needed)
+    out = []
+    for record in parsed:
+        if record.fields is None or len(record.fields) != len(header.fields):
+            out.append(Record(path.resolve().as_uri(), record.text, None, record.problem or WRONG_COLUMNS))
             continue
-        try:
-            values = next(csv.reader([line], strict=True))
-        except csv.Error:
-            values = None
-        row = dict(zip(header, values)) if values is not None and len(values) == len(header) else None
-        records.append(Record(path.resolve().as_uri(), line, None if row is None else {c: row[c] or None for c in needed}))
-    return records
+        row = dict(zip(header.fields, record.fields))
+        out.append(Record(path.resolve().as_uri(), record.text, {c: row[c] or None for c in needed}))
+    return out
 
 
 def _as_text(value: object, sep: str) -> str | None:
@@ -126,9 +120,9 @@ def read_records(path: Path, fmt: str, fields: tuple[FieldSpec, ...], sep: str) 
     """Every row of the input; UsageError (before any work) when a file or a needed column is missing."""
     needed = [KEY] + [f.name for f in fields]
     if fmt == "amazon-s3rec":
-        records = [r for file in _files(path) for r in _amazon_records(file, needed)]
+        records = [r for file in input_files(path, "items") for r in _amazon_records(file, needed)]
     else:
-        records = [r for file in _files(path) for r in (_parquet_records(file, needed, sep) if file.suffix == ".parquet" else _csv_records(file, needed))]
+        records = [r for file in input_files(path, "items") for r in (_parquet_records(file, needed, sep) if file.suffix == ".parquet" else _csv_records(file, needed))]
     if not records:
         raise UsageError(f"{path}: the items input has no rows")
     return records
@@ -156,21 +150,21 @@ def check(records: list[Record], vocab: ItemVocabulary, sep: str, run_id: str) -
     rejects: list[dict[str, str | None]] = []
 
     def reject(record: Record, field: str | None, reason: str) -> None:
-        rejects.append({"input": "items", "source": record.source, "field": field, "reason": reason, "raw": record.raw, "run_id": run_id})
+        rejects.append({"input": "items", "source": record.source, "field": field, "reason": reason, "raw": _readable(record.raw), "run_id": run_id})
 
     passed: dict[int, list[tuple[Record, dict[str, list[str]]]]] = {}
     for record in records:
-        if record.columns is None:
-            reject(record, None, MALFORMED)
+        if any("\udc80" <= c <= "\udcff" for c in record.raw):
+            reject(record, None, INVALID_UTF8)
             continue
-        if "\ufffd" in record.raw:
-            reject(record, None, "invalid UTF-8")
+        if record.columns is None:
+            reject(record, None, record.problem or WRONG_COLUMNS)
             continue
         key = record.columns[KEY]
         if key is None or not key.strip(" "):
             reject(record, KEY, f"missing {KEY}")
             continue
-        if not ID_PATTERN.match(key):
+        if not (key.strip().isascii() and key.strip().isdigit() and int(key) <= MAX_ID):
             reject(record, KEY, f"{KEY} is not a non-negative integer")
             continue
         values = {f.name: field_values(record.columns[f.name], f, sep) for f in vocab.feature_fields}
