@@ -111,6 +111,18 @@ def write_yaml(path: Path, config: TrainConfig) -> Path:
     return path
 
 
+def kill_after_checkpoint(process: subprocess.Popen, last: Path, step: int, kill) -> None:
+    """Wait (up to 10 minutes) until `last` holds a checkpoint at `step` or later, then kill the run mid-way."""
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if last.is_file() and checkpoint.load(last)["progress"]["step"] >= step:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, process.stdout.read()[-3000:]
+    kill()
+    process.wait()
+
+
 def test_resume_after_sigkill_ends_with_the_same_parameters(synthetic_lake, tmp_path):
     config = small_config("cfm", max_steps=120, checkpoint_every=20, eval_every=40, deterministic=True)
     yaml_path = write_yaml(tmp_path / "config.yaml", config)
@@ -119,14 +131,7 @@ def test_resume_after_sigkill_ends_with_the_same_parameters(synthetic_lake, tmp_
 
     killed = cli("train", "--lake", str(synthetic_lake), "--run", str(tmp_path / "killed"), "--config", str(yaml_path))
     last = tmp_path / "killed" / checkpoint.LAST
-    deadline = time.time() + 300
-    while time.time() < deadline and killed.poll() is None:
-        if last.is_file() and checkpoint.load(last)["progress"]["step"] >= 40:
-            break
-        time.sleep(0.2)
-    assert killed.poll() is None, killed.stdout.read()
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    kill_after_checkpoint(killed, last, 40, lambda: killed.send_signal(signal.SIGKILL))
     step_at_kill = checkpoint.load(last)["progress"]["step"]
     assert 40 <= step_at_kill < 120
     resumed = cli("train", "--run", str(tmp_path / "killed"), "--resume")
@@ -156,14 +161,7 @@ def test_two_process_ddp_resumes_each_ranks_own_random_draws(synthetic_lake, tmp
 
     killed = torchrun(tmp_path / "killed", "--lake", str(synthetic_lake), "--config", str(yaml_path))
     last = tmp_path / "killed" / checkpoint.LAST
-    deadline = time.time() + 600
-    while time.time() < deadline and killed.poll() is None:
-        if last.is_file() and checkpoint.load(last)["progress"]["step"] >= 20:
-            break
-        time.sleep(0.2)
-    assert killed.poll() is None, killed.stdout.read()[-3000:]
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
+    kill_after_checkpoint(killed, last, 20, lambda: os.killpg(killed.pid, signal.SIGKILL))
     assert 20 <= checkpoint.load(last)["progress"]["step"] < 60
     resumed = torchrun(tmp_path / "killed", "--resume")
     output, _ = resumed.communicate(timeout=600)
