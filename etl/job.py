@@ -59,6 +59,7 @@ class EtlConfig:
     min_user_clicks: int = 3  # per-user and leave-last-out splits (cold-items: warm clicks): users with fewer keep all in train
     cold_item_fraction: float = 0.1  # cold-items split: share of the items whose clicks are all held out
     split_seed: int = 0  # cold-items split: seeds which items are cold and which of them are valid or test
+    validation: bool = True  # false: no valid_clicks, those clicks stay in train (the final fit on train + valid)
     min_count: int = 1  # feature values seen on fewer items (users) map to unknown
     id_min_count: int = 1  # item / user ids with fewer training clicks take the untrained id value
     untrained_id: str = "masked"  # that value: masked (as SSL masks ids) | unknown (the old shared id, to compare)
@@ -330,14 +331,15 @@ def _validated_clicks(raw: RawInput, entities: _Entities, config: EtlConfig) -> 
     clicks = check_interactions(raw.interactions, entities.valid_items.select("item_id"), valid_users, config.click_files,
                                 (config.min_timestamp, config.max_timestamp), raw.interaction_lines, id_rows=max(entities.rows_in["items"], entities.rows_in.get("users", 0)))
     if config.split == "global":  # a column computed from the persisted clicks: nothing more to materialize
-        split = split_global(clicks.valid, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from)
+        split = split_global(clicks.valid, config.valid_fraction, config.test_fraction, config.valid_from, config.test_from, config.validation)
     else:  # a window per user: materialized, in the files' partitioning again
         if config.split == "leave-last-out":
-            split = split_leave_last_out(clicks.valid, config.min_user_clicks)
+            split = split_leave_last_out(clicks.valid, config.min_user_clicks, config.validation)
         elif config.split == "cold-items":
-            split = split_cold_items(clicks.valid, config.cold_item_fraction, config.split_seed, config.valid_fraction, config.test_fraction, config.min_user_clicks)
+            split = split_cold_items(clicks.valid, config.cold_item_fraction, config.split_seed, config.valid_fraction, config.test_fraction,
+                                     config.min_user_clicks, config.validation)
         else:
-            split = split_per_user(clicks.valid, config.valid_fraction, config.test_fraction, config.min_user_clicks)
+            split = split_per_user(clicks.valid, config.valid_fraction, config.test_fraction, config.min_user_clicks, config.validation)
         split = _materialized(split.repartition(config.click_files, "user_id", "item_id", "timestamp"))
     if split.where(F.col("split") == "train").limit(1).count() == 0:
         raise RawInputError(f"{config.input}: no valid click falls in the training window")
@@ -454,6 +456,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-user-clicks", type=int, help="per-user and leave-last-out splits (cold-items: the warm clicks): fewer clicks keep the user all in train (default 3)")
     parser.add_argument("--cold-item-fraction", type=float, help="cold-items split: share of the items that are cold, none of their clicks in train (default 0.1)")
     parser.add_argument("--split-seed", type=int, help="cold-items split: seed of which items are cold, and valid or test (default 0)")
+    parser.add_argument("--no-validation", dest="validation", action="store_const", const=False,
+                        help="no valid_clicks: the clicks the split would hold out for validation stay in train (the final fit on train + valid)")
     parser.add_argument("--min-count", type=int, help="feature values on fewer items/users map to unknown (default 1)")
     parser.add_argument("--id-min-count", type=int, help="ids with fewer training clicks take the masked id value, as new ones do (default 1)")
     parser.add_argument("--untrained-id", choices=tuple(UNTRAINED_ID_CHOICES), help="id value of items/users without a trained id: masked (default; as SSL masks ids) or unknown (the old shared id, to compare)")

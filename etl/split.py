@@ -6,6 +6,10 @@ for users with at least `min_user_clicks` clicks; other users' clicks all stay i
 per_user with exactly one click each (the protocol of most published results on the Amazon logs).
 cold-items: a seeded random share of the items is cold, with every click in valid or test (by item), and the
 other items' clicks split per_user (the usual item cold-start protocol).
+
+Every strategy can leave validation out (`validation=False`): the clicks it would hold out for validation stay
+in train, and test is unchanged. That lake is for the final fit on train + valid, with the settings and the
+step count chosen on the lake that has them.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ SPLITS = ("train", "valid", "test")
 STRATEGIES = ("global", "per-user", "leave-last-out", "cold-items")
 
 
-def split_global(clicks: DataFrame, valid_fraction: float, test_fraction: float, valid_from: int | None = None, test_from: int | None = None) -> DataFrame:
+def split_global(clicks: DataFrame, valid_fraction: float, test_fraction: float, valid_from: int | None = None, test_from: int | None = None,
+                 validation: bool = True) -> DataFrame:
     """Adds a `split` column. Explicit cutoffs (timestamps, inclusive) win over fractions.
 
     With fractions the clicks are ranked in (timestamp, user_id, item_id) order, which is unique once duplicate
@@ -25,13 +30,13 @@ def split_global(clicks: DataFrame, valid_fraction: float, test_fraction: float,
     histogram (a few small actions), and the split is then a comparison with those two keys.
     """
     if test_from is not None:
-        valid_from = test_from if valid_from is None else valid_from
+        valid_from = test_from if valid_from is None or not validation else valid_from
         split = F.when(F.col("timestamp") >= test_from, "test").when(F.col("timestamp") >= valid_from, "valid").otherwise("train")
         return clicks.withColumn("split", split)
     summary = clicks.agg(F.count(F.lit(1)).alias("n"), F.min("timestamp").alias("lo"), F.max("timestamp").alias("hi")).first()
     total = summary["n"]
     n_test = int(round(total * test_fraction))
-    n_valid = int(round(total * valid_fraction))
+    n_valid = int(round(total * valid_fraction)) if validation else 0
     histograms: dict[tuple[int, int], Histogram] = {}  # both boundaries walk the same histograms
     test_key = _key_from_end(clicks, n_test, summary["lo"], summary["hi"], histograms)
     valid_key = _key_from_end(clicks, n_test + n_valid, summary["lo"], summary["hi"], histograms)
@@ -81,15 +86,16 @@ def _at_or_after(key: Key | None) -> Column:
     return (ts > key[0]) | ((ts == key[0]) & ((user > key[1]) | ((user == key[1]) & (item >= key[2]))))
 
 
-def split_per_user(clicks: DataFrame, valid_fraction: float, test_fraction: float, min_user_clicks: int) -> DataFrame:
-    """Each eligible user's last max(1, round(n*test_fraction)) clicks are test, the same rule before them valid.
+def split_per_user(clicks: DataFrame, valid_fraction: float, test_fraction: float, min_user_clicks: int, validation: bool = True) -> DataFrame:
+    """Each eligible user's last max(1, round(n*test_fraction)) clicks are test, the same rule before them valid
+    (none without `validation`).
 
     A user's clicks are ordered by timestamp, then item_id: of two clicks at the same time the larger item id
     counts as the later one."""
     latest_first = Window.partitionBy("user_id").orderBy(F.desc("timestamp"), F.desc("item_id"))
     n = F.count(F.lit(1)).over(Window.partitionBy("user_id"))
     n_test = F.greatest(F.lit(1), F.round(n * test_fraction)).cast("long")
-    n_valid = F.greatest(F.lit(1), F.round(n * valid_fraction)).cast("long")
+    n_valid = F.greatest(F.lit(1), F.round(n * valid_fraction)).cast("long") if validation else F.lit(0)
     rank = F.row_number().over(latest_first)
     split = (
         F.when(n < min_user_clicks, "train")
@@ -100,9 +106,9 @@ def split_per_user(clicks: DataFrame, valid_fraction: float, test_fraction: floa
     return clicks.withColumn("split", split)
 
 
-def split_leave_last_out(clicks: DataFrame, min_user_clicks: int) -> DataFrame:
+def split_leave_last_out(clicks: DataFrame, min_user_clicks: int, validation: bool = True) -> DataFrame:
     """Each eligible user's last click is test and the one before it valid (the per-user rule, one click each)."""
-    return split_per_user(clicks, 0.0, 0.0, min_user_clicks)
+    return split_per_user(clicks, 0.0, 0.0, min_user_clicks, validation)
 
 
 UNIFORM_BITS = 53  # a hash's low bits as a double in [0, 1): exact in a double's mantissa
@@ -116,13 +122,14 @@ def _item_uniform(seed: int, purpose: str) -> Column:
 
 
 def split_cold_items(clicks: DataFrame, cold_fraction: float, seed: int, valid_fraction: float, test_fraction: float,
-                     min_user_clicks: int) -> DataFrame:
+                     min_user_clicks: int, validation: bool = True) -> DataFrame:
     """Each item is cold with probability cold_fraction (so about that share of the clicked items); a cold
     item has no click in train: with probability 1/2 all its clicks are valid, else all are test, so the
     valid and test cold items are disjoint. The warm items' clicks are split by split_per_user (a user's
-    warm clicks only count toward its min_user_clicks)."""
+    warm clicks only count toward its min_user_clicks). Without `validation` the valid half's clicks are train:
+    the test cold items are the same."""
     cold = _item_uniform(seed, "cold") < cold_fraction
     flagged = clicks.withColumn("_cold", cold)
-    warm = split_per_user(flagged.where(~F.col("_cold")), valid_fraction, test_fraction, min_user_clicks)
-    held_out = flagged.where(F.col("_cold")).withColumn("split", F.when(_item_uniform(seed, "half") < 0.5, "valid").otherwise("test"))
+    warm = split_per_user(flagged.where(~F.col("_cold")), valid_fraction, test_fraction, min_user_clicks, validation)
+    held_out = flagged.where(F.col("_cold")).withColumn("split", F.when(_item_uniform(seed, "half") < 0.5, "valid" if validation else "train").otherwise("test"))
     return warm.unionByName(held_out).drop("_cold")

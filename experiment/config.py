@@ -48,6 +48,7 @@ class Cell:
 
     dataset: Dataset
     split: str | None  # None for a dataset given as a lake (its split is whatever built it)
+    refit: bool = False  # the lake without validation clicks, for the final fit on train + valid
 
     @property
     def name(self) -> str:
@@ -55,7 +56,7 @@ class Cell:
 
     @property
     def slug(self) -> str:
-        return self.name.replace("/", "-")
+        return self.name.replace("/", "-") + ("-refit" if self.refit else "")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Run:
     variant: str
     params: tuple[tuple[str, Any], ...]  # the tuned model settings of this run, in grid order
     seed: int
+    steps: int | None = None  # a refit's step count, chosen on valid_clicks; None: the train section's, with early stopping
 
     @property
     def params_slug(self) -> str:
@@ -84,6 +86,9 @@ class ExperimentConfig:
     tuning_seeds: int = 1  # the first N seeds score every grid point; the chosen point then runs on all seeds
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys (model: ModelConfig keys)
     etl: dict[str, Any] = field(default_factory=dict)  # EtlConfig keys other than input, lake, format, split
+    # Final runs train on train + valid clicks (a second lake without the validation hold-out) for the steps the
+    # tuning run stopped at, as published protocols that train on every click but the test ones do.
+    refit: bool = False
 
     def __post_init__(self) -> None:
         check_types(self, "experiment")
@@ -91,6 +96,7 @@ class ExperimentConfig:
         problems += [] if self.variants else ["no variants"]
         problems += [] if self.seeds and 1 <= self.tuning_seeds <= len(self.seeds) else ["need seeds and 1 <= tuning_seeds <= len(seeds)"]
         problems += [f"grid key {key!r} is set by the train section's model, not tuned" for key in self.grid if key in self.train.get("model", {})]
+        problems += [f"refit needs raw input to build a lake without validation; dataset {d.name!r} is a lake" for d in self.datasets if self.refit and d.lake]
         if problems:
             raise ConfigError("experiment config: " + "; ".join(problems))
         for dataset in self.datasets or [None]:  # fail before any run: every variant at every grid point must be valid
@@ -118,18 +124,23 @@ class ExperimentConfig:
         keys = [key for key in self.grid if key not in fixed]
         return [tuple(zip(keys, values)) for values in itertools.product(*(self.grid[key] for key in keys))]
 
-    def train_config(self, variant: str, params: dict[str, Any], seed: int, dataset: Dataset | None = None) -> TrainConfig:
+    def train_config(self, variant: str, params: dict[str, Any], seed: int, dataset: Dataset | None = None, steps: int | None = None) -> TrainConfig:
         model = {**self.train.get("model", {}), **self.variants[variant], **(dataset.model if dataset else {}), **params}
+        fixed_steps = {} if steps is None else {"max_steps": steps, "eval_every": 0}
         try:
-            return TrainConfig(**{**self.train, "seed": seed, "model": model})
+            return TrainConfig(**{**self.train, **fixed_steps, "seed": seed, "model": model})
         except (TypeError, ValueError) as error:
             raise ConfigError(f"experiment config, variant {variant!r} {params}: {error}") from error
 
     def tuning_runs(self, cell: Cell) -> list[Run]:
         return [Run(cell, v, p, s) for v in self.variants for p in self.grid_points(v, cell.dataset) for s in self.seeds[: self.tuning_seeds]]
 
-    def final_runs(self, cell: Cell, chosen: dict[str, tuple[tuple[str, Any], ...]]) -> list[Run]:
-        """The chosen grid point of each variant named in `chosen`, on every seed."""
+    def final_runs(self, cell: Cell, chosen: dict[str, tuple[tuple[str, Any], ...]], steps: dict[str, int] | None = None) -> list[Run]:
+        """The chosen grid point of each variant named in `chosen`, on every seed; with refit, on the cell's
+        lake without validation for the variant's `steps`."""
+        if self.refit:
+            refit = Cell(cell.dataset, cell.split, refit=True)
+            return [Run(refit, v, params, s, steps[v]) for v, params in chosen.items() for s in self.seeds]
         return [Run(cell, v, params, s) for v, params in chosen.items() for s in self.seeds]
 
 

@@ -48,6 +48,7 @@ def variant_results(runs: list[Run], tuning: list[Run], config: ExperimentConfig
         grid.setdefault(run.params_slug, []).append(_metrics(run, out, "valid")[config.selection]["overall"])
     return {
         "params": dict(runs[0].params),
+        "refit_steps": runs[0].steps,  # None: trained on train_clicks, stopped early on valid_clicks
         "seeds": [run.seed for run in runs],
         "valid_grid": {point: summarize(scores)["mean"] for point, scores in grid.items()},
         "test": {m: {s: summarize([t[m].get(s) for t in tests]) for s in SLICES} for m in METRICS},
@@ -86,10 +87,10 @@ def _relative(value: float | None, reference: float | None) -> float | None:
     return None if value is None or not reference else value / reference - 1
 
 
-def collect(config: ExperimentConfig, out: Path, cells: list[Cell], tuning: dict[str, list[Run]], chosen: dict[str, dict[str, tuple]]) -> dict[str, Any]:
+def collect(config: ExperimentConfig, out: Path, cells: list[Cell], tuning: dict[str, list[Run]], finals_by_cell: dict[str, list[Run]]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for cell in cells:
-        finals = config.final_runs(cell, chosen[cell.name])
+        finals = finals_by_cell[cell.name]
         variants = {
             variant: variant_results([r for r in finals if r.variant == variant], [r for r in tuning[cell.name] if r.variant == variant], config, out)
             for variant in config.variants
@@ -121,7 +122,8 @@ def markdown(config: ExperimentConfig, results: dict[str, Any], skipped: dict[st
         "# SSL experiment results",
         "",
         f"Mean ± sample std over seeds {config.seeds}; test_clicks; settings chosen per variant on valid_clicks "
-        f"({config.selection}, overall) from the grid {config.grid}.",
+        f"({config.selection}, overall) from the grid {config.grid}"
+        + ("; then refit on train + valid clicks for the step count chosen there (settings: steps=)." if config.refit else "."),
     ]
     for name, cell in results.items():
         counts = cell["test_counts"]
@@ -130,7 +132,7 @@ def markdown(config: ExperimentConfig, results: dict[str, Any], skipped: dict[st
             lines += [f"**{metric}**", "", "| variant | settings | " + " | ".join(SLICES) + " |", "|" + " --- |" * (len(SLICES) + 2)]
             lines.append(f"| {BASELINE} | | " + " | ".join(_cell_text(cell["baseline"][metric][s]) for s in SLICES) + " |")
             for variant, data in cell["variants"].items():
-                settings = ", ".join(f"{k}={v}" for k, v in data["params"].items())
+                settings = ", ".join(f"{k}={v}" for k, v in data["params"].items()) + (f", steps={data['refit_steps']}" if data["refit_steps"] else "")
                 lines.append(f"| {variant} | {settings} | " + " | ".join(_cell_text(data["test"][metric][s]) for s in SLICES) + " |")
             lines.append("")
         lines += ["**Against the target** (Recall@50 vs no SSL; the tail and new-item conditions also need the means to differ by more than the sum of their stds)", "",
@@ -172,8 +174,8 @@ def plot_recall_by_slice(results: dict[str, Any], path: Path, metric: str = "rec
     return path
 
 
-def write_report(config: ExperimentConfig, out: Path, cells: list[Cell], tuning: dict[str, list[Run]], chosen: dict[str, dict[str, tuple]], skipped: dict[str, str]) -> dict[str, Any]:
-    results = collect(config, out, cells, tuning, chosen)
+def write_report(config: ExperimentConfig, out: Path, cells: list[Cell], tuning: dict[str, list[Run]], finals: dict[str, list[Run]], skipped: dict[str, str]) -> dict[str, Any]:
+    results = collect(config, out, cells, tuning, finals)
     json_path, md_path, png_path = out / "results.json", out / "results.md", out / "recall50_by_slice.png"
     json_path.write_text(json.dumps({"seeds": config.seeds, "grid": config.grid, "selection": config.selection, "cells": results, "skipped": skipped}, indent=1) + "\n")
     md_path.write_text(markdown(config, results, skipped))

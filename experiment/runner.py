@@ -39,7 +39,8 @@ def prepare_lake(cell: Cell, config: ExperimentConfig, out: Path) -> Path:
 
     lake = out / "lakes" / cell.slug
     marker = lake / LAKE_MARKER
-    etl_config = EtlConfig(**{**config.etl, **cell.dataset.etl, "input": cell.dataset.input, "lake": str(lake), "format": cell.dataset.format, "split": cell.split})
+    etl_config = EtlConfig(**{**config.etl, **cell.dataset.etl, "input": cell.dataset.input, "lake": str(lake), "format": cell.dataset.format, "split": cell.split,
+                              "validation": not cell.refit})
     if marker.is_file():
         if json.loads(marker.read_text())["etl_config"] != config_dict(etl_config):
             raise UsageError(f"{lake} was built with other ETL settings than the experiment config now asks for: use another --out, or delete {lake}")
@@ -62,7 +63,7 @@ def execute(run: Run, config: ExperimentConfig, inputs: Manifest, out: Path, spl
     from towerssl.trainer.train import train
 
     run_dir = run.directory(out)
-    planned = config.train_config(run.variant, dict(run.params), run.seed, run.cell.dataset)
+    planned = config.train_config(run.variant, dict(run.params), run.seed, run.cell.dataset, run.steps)
     recorded = run_dir / "config.json"
     if recorded.is_file() and json.loads(recorded.read_text()) != json.loads(json.dumps(planned.to_dict())):
         raise UsageError(f"{recorded} was trained with other settings than the experiment config now asks for: use another --out, or delete {run_dir}")
@@ -83,6 +84,15 @@ def execute(run: Run, config: ExperimentConfig, inputs: Manifest, out: Path, spl
 def selection_score(run: Run, config: ExperimentConfig, out: Path) -> float:
     metrics = json.loads((run.directory(out) / "valid" / "metrics.json").read_text())
     return float(metrics[config.selection]["overall"] or 0.0)
+
+
+def chosen_steps(tuning: list[Run], chosen: dict[str, tuple[tuple[str, Any], ...]], out: Path) -> dict[str, int]:
+    """Per variant, the step of the best validation score of its chosen grid point (mean over the tuning seeds)."""
+    steps = {}
+    for variant, params in chosen.items():
+        best = [json.loads((run.directory(out) / "train_summary.json").read_text())["best_step"] for run in tuning if (run.variant, run.params) == (variant, params)]
+        steps[variant] = max(1, round(sum(best) / len(best)))
+    return steps
 
 
 def choose(runs: list[Run], config: ExperimentConfig, out: Path) -> dict[str, tuple[tuple[str, Any], ...]]:
@@ -127,21 +137,31 @@ def run_experiment(config: ExperimentConfig, out: Path) -> dict[str, Any]:
     cells = [cell for cell in config.cells() if cell.name in lakes]
     inputs = {cell.name: Manifest.resolve(lakes[cell.name]) for cell in cells}  # every run of a cell reads the same snapshot
     tuning = {cell.name: config.tuning_runs(cell) for cell in cells}
-    finals_per_cell = len(config.variants) * (len(config.seeds) - config.tuning_seeds)
+    finals_per_cell = len(config.variants) * (len(config.seeds) if config.refit else len(config.seeds) - config.tuning_seeds)
     progress = Progress(sum(len(runs) for runs in tuning.values()) + finals_per_cell * len(cells))
-    chosen: dict[str, dict[str, tuple]] = {}
+    finals: dict[str, list[Run]] = {}
     for cell in cells:
         for run in tuning[cell.name]:
             worked = execute(run, config, inputs[cell.name], out, ("valid",))
             progress.step(run, worked, f"valid {config.selection} {selection_score(run, config, out):.4f}")
-        chosen[cell.name] = choose(tuning[cell.name], config, out)
-        log.info("%s: chosen on valid_clicks: %s", cell.name, "; ".join(f"{v}: {p}" for v, p in chosen[cell.name].items()))
-        for run in config.final_runs(cell, chosen[cell.name]):
+        chosen = choose(tuning[cell.name], config, out)
+        log.info("%s: chosen on valid_clicks: %s", cell.name, "; ".join(f"{v}: {p}" for v, p in chosen.items()))
+        if config.refit:
+            steps = chosen_steps(tuning[cell.name], chosen, out)
+            log.info("%s: refit on train + valid clicks for %s steps", cell.name, steps)
+            finals[cell.name] = config.final_runs(cell, chosen, steps)
+            refit_inputs = Manifest.resolve(prepare_lake(finals[cell.name][0].cell, config, out))
+            for run in finals[cell.name]:
+                worked = execute(run, config, refit_inputs, out, ("test",))
+                progress.step(run, worked, "refit and scored on test_clicks")
+            continue
+        finals[cell.name] = config.final_runs(cell, chosen)
+        for run in finals[cell.name]:
             tuned_already = run in tuning[cell.name]
             worked = execute(run, config, inputs[cell.name], out, ("valid", "test"))
             if not tuned_already:
                 progress.step(run, worked, "trained and scored on test_clicks")
-    return write_report(config, out, cells, tuning, chosen, skipped)
+    return write_report(config, out, cells, tuning, finals, skipped)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,6 +26,13 @@ def test_leave_last_out_holds_out_each_users_last_two_clicks(spark):
     }
 
 
+def test_without_validation_the_validation_clicks_stay_in_train_and_test_is_the_same(spark):
+    rows = [(1, item, ts) for item, ts in ((10, 1), (11, 2), (12, 3), (13, 4))] + [(3, 30, 1), (3, 31, 2)]
+    clicks = spark.createDataFrame(rows, "user_id long, item_id long, timestamp long")
+    split = {(r["user_id"], r["item_id"]): r["split"] for r in split_leave_last_out(clicks, min_user_clicks=3, validation=False).collect()}
+    assert split == {(1, 10): "train", (1, 11): "train", (1, 12): "train", (1, 13): "test", (3, 30): "train", (3, 31): "train"}
+
+
 def _everyone_clicks_everything(spark):
     """Every user clicks every item once, in an order rotated per user: with a per-user split every item
     keeps training clicks, so an item without one is a cold item."""
@@ -69,6 +76,15 @@ def test_cold_items_are_fixed_by_the_seed(spark):
         return {item for item, splits in by_item.items() if "train" not in splits}
 
     assert cold(1) == cold(1) != cold(2)
+
+
+def test_cold_items_without_validation_keep_the_test_split_and_train_on_the_rest(spark):
+    clicks, _ = _everyone_clicks_everything(spark)
+    key = ("user_id", "item_id", "timestamp")
+    held = {tuple(r[k] for k in key): r["split"] for r in split_cold_items(clicks, 0.25, 3, 0.1, 0.1, 3).collect()}
+    refit = {tuple(r[k] for k in key): r["split"] for r in split_cold_items(clicks, 0.25, 3, 0.1, 0.1, 3, validation=False).collect()}
+    assert refit.keys() == held.keys() and "valid" not in refit.values()
+    assert {e: s for e, s in refit.items() if s == "test"} == {e: s for e, s in held.items() if s == "test"}
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])

@@ -51,6 +51,30 @@ def test_a_dataset_can_fix_model_settings_that_the_grid_then_leaves_alone(tmp_pa
     assert len(config.tuning_runs(config.cells()[0])) == 2 * len(VARIANTS) and len(config.tuning_runs(config.cells()[1])) == len(VARIANTS)
 
 
+def test_refit_trains_the_chosen_settings_on_a_lake_without_validation_for_the_chosen_steps(tmp_path):
+    from towerssl.experiment.runner import chosen_steps
+
+    path = tmp_path / "refit.yaml"
+    path.write_text(yaml.safe_dump({"datasets": {"toys": {"input": "raw"}}, "splits": ["leave-last-out"], "seeds": [0, 1, 2], "tuning_seeds": 2,
+                                    "variants": VARIANTS, "grid": {"temperature": [0.05, 0.1]}, "refit": True}))
+    config = ExperimentConfig.load(path)
+    (cell,) = config.cells()
+    tuning = config.tuning_runs(cell)
+    chosen = {"no SSL": (("temperature", 0.1),), "CFM": (("temperature", 0.05),)}
+    best_steps = {("no SSL", 0): 400, ("no SSL", 1): 600, ("CFM", 0): 1000, ("CFM", 1): 1400}
+    for run in tuning:
+        run.directory(tmp_path).mkdir(parents=True)
+        best = best_steps.get((run.variant, run.seed), 1) if run.params == chosen[run.variant] else 9999  # other points: not used
+        (run.directory(tmp_path) / "train_summary.json").write_text(json.dumps({"best_step": best}))
+    steps = chosen_steps(tuning, chosen, tmp_path)
+    assert steps == {"no SSL": 500, "CFM": 1200}  # the mean over the tuning seeds
+    finals = config.final_runs(cell, chosen, steps)
+    assert len(finals) == len(VARIANTS) * 3 and {run.cell.slug for run in finals} == {"toys-leave-last-out-refit"}
+    assert not {run.directory(tmp_path) for run in finals} & {run.directory(tmp_path) for run in tuning}
+    planned = config.train_config("CFM", dict(chosen["CFM"]), 2, cell.dataset, steps["CFM"])
+    assert (planned.max_steps, planned.eval_every, planned.model.temperature) == (1200, 0, 0.05)  # no early stopping on the refit
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -58,6 +82,7 @@ def test_a_dataset_can_fix_model_settings_that_the_grid_then_leaves_alone(tmp_pa
         ({"variants": {"bad": {"augmentation": "rotate"}}}, "variant 'bad'"),
         ({"tuning_seeds": 4}, "tuning_seeds"),
         ({"datasets": {"x": {"input": "a", "lake": "b"}}}, "exactly one of input"),
+        ({"datasets": {"x": {"lake": "b"}}, "refit": True}, "refit needs raw input"),
     ],
 )
 def test_config_errors_name_what_is_wrong(tmp_path, change, message):

@@ -157,6 +157,9 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
     distributed.barrier(world)
     manifest = Manifest.load(run_dir)
     data = TrainingData(manifest, config, device)
+    validating = config.eval_every > 0 and data.valid_users.size > 0
+    if config.eval_every and not validating:
+        log.warning("valid_clicks has no validation user: no validation and no early stopping; the model after %d steps is the one kept", config.max_steps)
 
     log.info("building the model (augmentation %s, alpha %g) on %s", config.model.augmentation, config.model.alpha, device)
     model = TwoTowerSSL(data.spec, config.model, mi=data.mi, nmi=data.nmi).to(device)
@@ -238,7 +241,7 @@ def train(lake: str | None, run_dir: str | Path, config: TrainConfig, resume: bo
                             writer.add_scalar(name, value, progress.step)
                 bar.update(1)
 
-                if config.eval_every and progress.step % config.eval_every == 0:
+                if validating and progress.step % config.eval_every == 0:
                     stop_early = evaluate_and_maybe_stop(model, data, config, progress, world, device, writer, save_best)
                 if progress.step % config.checkpoint_every == 0:
                     save(last)
