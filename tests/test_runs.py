@@ -14,7 +14,7 @@ from deltalake import DeltaTable
 
 from rawdata import clean_dataset, write_raw
 from towerssl.etl.job import EtlConfig, run_etl
-from towerssl.lake import table_path, write_table
+from towerssl.lake import rs_table_path, table_path, write_table
 from towerssl.runs import FAIL_AFTER_COMMITS, InjectedFault, LakeStateError, RunRecorder, committed_versions, latest_record
 from towerssl.stats.job import StatsConfig, run_stats
 from towerssl.trainer.inputs import Manifest
@@ -131,3 +131,10 @@ def test_a_table_changed_behind_the_record_is_refused(spark, tmp_path):
     write_table(spark.range(5), lake, "items", "other", {})
     with pytest.raises(LakeStateError, match=r"table items version 0 was not written by etl run complete \(the lake changed after that run\): re-run `towerssl etl"):
         committed_versions(lake, stats=False)
+
+
+@pytest.mark.parametrize("lake", ["s3a://bucket/lake", "s3n://bucket/lake/", "s3://bucket/lake"])
+def test_hadoop_s3_lakes_name_the_same_objects_to_delta_rs_as_s3(lake):
+    """The Spark jobs need s3a://; delta-rs and pyarrow know only s3://: the run record and the trainer map it."""
+    assert rs_table_path(lake, "runs") == "s3://bucket/lake/runs"
+    assert rs_table_path("/data/lake", "runs") == table_path("/data/lake", "runs")

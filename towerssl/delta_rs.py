@@ -19,13 +19,13 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from towerssl.lake import MissingTableError, Snapshot, commit_record, table_path
+from towerssl.lake import MissingTableError, Snapshot, commit_record, rs_table_path
 from towerssl.runs import committed_versions
 
 
 def open_table(lake: str | Path, table: str, version: int | None = None) -> DeltaTable:
     """The Delta table LAKE/<table> at `version` (latest if None); MissingTableError when there is none."""
-    path = table_path(lake, table)
+    path = rs_table_path(lake, table)
     try:
         return DeltaTable(path, version=version)
     except TableNotFoundError as error:
@@ -45,7 +45,7 @@ def snapshot(lake: str | Path, table: str, version: int | None = None) -> Snapsh
     raw directory listing: it also holds files that earlier versions removed."""
     delta = open_table(lake, table, version)
     files = tuple(sorted(uri if "://" in uri else Path(uri).as_uri() for uri in delta.file_uris()))
-    return Snapshot(path=table_path(lake, table), version=delta.version(), files=files)
+    return Snapshot(path=rs_table_path(lake, table), version=delta.version(), files=files)
 
 
 def pin(lake: str | Path, tables: Iterable[str]) -> dict[str, Snapshot]:
@@ -57,7 +57,7 @@ def write_arrow(data: pa.Table, lake: str | Path, table: str, run_id: str, confi
     """Overwrite LAKE/<table> with `data` in one Delta commit recording the run id and config (as Spark's
     write_table does, so Spark and delta-rs readers see the same history). Returns the new version."""
     write_deltalake(
-        table_path(lake, table),
+        rs_table_path(lake, table),
         data,
         mode="overwrite",
         schema_mode="overwrite",

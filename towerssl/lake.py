@@ -30,6 +30,19 @@ def table_path(lake: str | Path, table: str) -> str:
     return str(Path(lake) / table) if "://" not in str(lake) else f"{str(lake).rstrip('/')}/{table}"
 
 
+HADOOP_S3 = ("s3a://", "s3n://")  # Hadoop's names for S3, which Spark needs and delta-rs and pyarrow do not know
+
+
+def rs_table_path(lake: str | Path, table: str) -> str:
+    """table_path for delta-rs and pyarrow: an s3a:// (or s3n://) lake is the same objects as s3://, so the
+    lake URI a user gives the Spark jobs also works for the run record and the training side."""
+    lake = str(lake)
+    for scheme in HADOOP_S3:
+        if lake.startswith(scheme):
+            lake = "s3://" + lake[len(scheme):]
+    return table_path(lake, table)
+
+
 def _check_exists(spark: SparkSession, path: str) -> None:
     from delta.tables import DeltaTable
 

@@ -22,7 +22,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from towerssl.errors import UsageError
-from towerssl.lake import table_path
+from towerssl.lake import rs_table_path
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ SCHEMA = pa.schema([
 def latest_record(lake: str | Path, job: str) -> RunRecord | None:
     """The last record of `job` in the lake's runs table (None when the lake has none)."""
     try:
-        rows = DeltaTable(table_path(lake, RUNS)).to_pyarrow_table().to_pylist()
+        rows = DeltaTable(rs_table_path(lake, RUNS)).to_pyarrow_table().to_pylist()
     except TableNotFoundError:
         return None
     rows = sorted((r for r in rows if r["job"] == job), key=lambda r: r["finished_at"])
@@ -113,7 +113,7 @@ def _check_written(lake: str | Path, record: RunRecord) -> None:
 def _commit(lake: str | Path, table: str, version: int | None = None) -> tuple[int, str | None] | None:
     """(version, recorded run id) of a table's commit `version` (the latest if None); None if there is none."""
     try:
-        delta = DeltaTable(table_path(lake, table))
+        delta = DeltaTable(rs_table_path(lake, table))
     except TableNotFoundError:
         return None
     latest = delta.version()
@@ -161,6 +161,6 @@ class RunRecorder:
             "job": record.job, "run_id": record.run_id, "finished_at": datetime.datetime.now(datetime.timezone.utc),
             "tables": list(record.tables.items()), "source_run_id": record.source_run_id, "source_tables": list(record.source_tables.items()),
         }
-        write_deltalake(table_path(self.lake, RUNS), pa.Table.from_pylist([row], schema=SCHEMA), mode="append")
+        write_deltalake(rs_table_path(self.lake, RUNS), pa.Table.from_pylist([row], schema=SCHEMA), mode="append")
         log.info("%s run %s recorded in %s: %s", self.job, self.run_id, RUNS, json.dumps(record.tables, sort_keys=True))
         return record
