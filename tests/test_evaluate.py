@@ -9,22 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from towerssl.trainer.evaluate import (
-    COLD_USERS,
-    ITEM_SLICES,
-    KS,
-    NO_DECILE,
-    OVERALL,
-    EvaluationData,
-    UserItems,
-    evaluate,
-    plot_recall_by_decile,
-    popularity_top_k,
-    ranking_metrics,
-    recall_by_decile,
-    top_k_items,
-    write_evaluation,
-)
+from towerssl.trainer.metrics import COLD_USERS, ITEM_SLICES, KS, NO_DECILE, OVERALL, EvaluationData, evaluate, ranking_metrics, recall_by_decile
+from towerssl.trainer.ranking import UserItems, popularity_top_k, top_k_items
+from towerssl.trainer.reporting import plot_recall_by_decile, write_evaluation
 
 SLICES = (OVERALL, *ITEM_SLICES)
 
@@ -188,6 +175,10 @@ def test_ranking_metrics_equal_pair_by_pair_reference():
     for name in SLICES:
         pairs = [{i for i in s if name == OVERALL or bucket[i] == name} for s in relevant]
         assert counts[name] == {"users": sum(1 for p in pairs if p), "items": len(set().union(*pairs)), "pairs": sum(map(len, pairs))}
+    # Without slice labels (training's validation): the same overall numbers, and no other slice.
+    overall, overall_counts = ranking_metrics(top, csr(relevant), ks=KS)
+    assert overall == {metric: {OVERALL: by_slice[OVERALL]} for metric, by_slice in metrics.items()}
+    assert overall_counts == {OVERALL: counts[OVERALL]}
 
 
 def test_empty_slice_gives_none_and_a_repeated_item_is_refused():

@@ -19,9 +19,9 @@ from towerssl.plots import saved_figure
 from towerssl.spark import spark_session
 from towerssl.stats.job import StatsConfig, run_stats
 from towerssl.trainer.config import TrainConfig
-from towerssl.trainer.evaluate import plot_recall_by_decile
 from towerssl.trainer.evaluate_run import evaluate_run
 from towerssl.trainer.export import export_run
+from towerssl.trainer.reporting import plot_recall_by_decile
 from towerssl.trainer.train import train
 
 log = logging.getLogger(__name__)

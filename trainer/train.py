@@ -27,9 +27,10 @@ from towerssl.model.objective import TwoTowerSSL
 from towerssl.trainer import checkpoint, distributed
 from towerssl.trainer.config import TrainConfig
 from towerssl.trainer.embed import embed
-from towerssl.trainer.evaluate import UserItems, ranking_metrics, top_k_items
 from towerssl.trainer.feed import ClickFeed, to_device
 from towerssl.trainer.inputs import Manifest, click_pairs, feature_spec, feature_tensors, item_log_p, mi_matrices
+from towerssl.trainer.metrics import ranking_metrics
+from towerssl.trainer.ranking import UserItems, top_k_items
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def valid_recall(model: TwoTowerSSL, data: TrainingData, k: int) -> float:
     items = embed(model.towers.item_tower, data.corpus.features)
     users = embed(model.towers.user_tower, data.users, torch.from_numpy(data.valid_users))
     top = top_k_items(users, items, k, data.train_items.take(data.valid_users))
-    metrics, _ = ranking_metrics(top, data.valid_relevant, np.full(data.n_items, "head", dtype=object), (k,))
+    metrics, _ = ranking_metrics(top, data.valid_relevant, ks=(k,))
     return float(metrics[f"recall@{k}"]["overall"] or 0.0)
 
 
