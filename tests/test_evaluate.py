@@ -297,35 +297,3 @@ def test_write_evaluation_has_the_documented_shape(dataset, tmp_path):
     curves = {"variant A": deciles["model"]["recall@50"], "variant B": deciles["model"]["recall@10"], "popularity": deciles["baseline"]["recall@50"]}
     variants = plot_recall_by_decile(curves, "recall@50", tmp_path / "variants.png")
     assert variants.read_bytes().startswith(b"\x89PNG") and variants.stat().st_size > 5000
-
-
-def test_evaluation_data_from_lake_equals_from_arrays(spark, tmp_path, dataset):
-    _, _, _, (train_users, train_items, eval_users, eval_items) = dataset
-    rng = np.random.default_rng(4)
-    n_items = 150
-    bucket = rng.choice(np.array(ITEM_SLICES), size=n_items)
-    decile = rng.integers(1, 11, size=n_items)
-    lake = tmp_path / "lake"
-
-    def write(table: str, rows: list[tuple], schema: str) -> None:
-        spark.createDataFrame(rows, schema).write.format("delta").save(str(lake / table))
-
-    order = rng.permutation(n_items)  # tables are not sorted by item_idx
-    write("items", [(int(i), int(i) * 10) for i in order], "item_idx int, item_id long")
-    write("item_stats", [(int(i), str(bucket[i]), None if i == 3 else int(decile[i])) for i in order], "item_idx int, bucket string, decile int")
-    clicks = "user_idx int, item_idx int"
-    write("train_clicks", list(zip(train_users.tolist(), train_items.tolist())), clicks)
-    write("test_clicks", list(zip(eval_users.tolist(), eval_items.tolist())), clicks)
-    write("valid_clicks", list(zip(eval_items.tolist()[:50], eval_users.tolist()[:50])), clicks)
-    decile[3] = NO_DECILE
-    expected = EvaluationData.from_arrays(train_users, train_items, eval_users, eval_items, bucket, decile)
-    loaded = EvaluationData.from_lake(lake)
-    for field in ("train", "evaluation"):
-        np.testing.assert_array_equal(getattr(loaded, field).indptr, getattr(expected, field).indptr)
-        np.testing.assert_array_equal(getattr(loaded, field).indices, getattr(expected, field).indices)
-    for field in ("item_clicks", "item_bucket", "item_decile"):
-        np.testing.assert_array_equal(getattr(loaded, field), getattr(expected, field))
-    valid = EvaluationData.from_lake(lake, split="valid")
-    assert valid.evaluation.indices.size == len(set(zip(eval_items.tolist()[:50], eval_users.tolist()[:50])))
-    with pytest.raises(ValueError, match="split must be one of"):
-        EvaluationData.from_lake(lake, split="train")

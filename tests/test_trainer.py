@@ -69,7 +69,9 @@ def test_evaluate_writes_metrics_by_slice_with_baseline(runs):
             assert set(saved[name]) >= {"overall", "head", "torso", "tail", "new"}
             assert set(saved["baseline"][name]) >= {"overall", "head", "torso", "tail", "new"}
     assert saved["counts"]["overall"]["users"] > 0 and set(saved) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (10, 50, 100)} | {"baseline", "counts"}
-    assert json.loads((run_dir / "evaluation_info.json").read_text())["split"] == "test"
+    info = json.loads((run_dir / "evaluation_info.json").read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())["tables"]
+    assert info["split"] == "test" and info["table_versions"] == {name: t["version"] for name, t in manifest.items()}  # the run's pinned tables
     assert 0 <= metrics["recall@50"]["overall"] <= 1 and metrics["recall@10"]["overall"] <= metrics["recall@100"]["overall"]
     assert (run_dir / "recall_by_decile.png").stat().st_size > 0
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from towerssl.delta_rs import snapshot
-from towerssl.lake import read_snapshot
 from towerssl.trainer.ranking import ArrayLike, UserItems, checked_index, popularity_top_k, top_k_items
 
 log = logging.getLogger(__name__)
@@ -148,29 +145,6 @@ class EvaluationData:
             item_decile=item_decile,
         )
 
-    @classmethod
-    def from_lake(cls, lake: str | Path, split: str = "test") -> EvaluationData:
-        """Read train_clicks, <split>_clicks (test by default, or valid), items and item_stats (latest versions,
-        with delta-rs: no Spark)."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-        item_idx = _read_columns(lake, "items", ["item_idx"])["item_idx"]
-        n_items = int(item_idx.max(initial=-1)) + 1
-        if item_idx.size != n_items:
-            raise ValueError(f"items: item_idx is not dense 0..{n_items - 1} ({item_idx.size} rows)")
-        stats = _read_columns(lake, "item_stats", ["item_idx", "bucket", "decile"])
-        stats_idx = checked_index(stats["item_idx"], n_items, "item_stats.item_idx")
-        missing = np.setdiff1d(np.arange(n_items), stats_idx)
-        if missing.size or stats_idx.size != n_items:
-            raise ValueError(f"item_stats does not hold each of the {n_items} items once (missing e.g. item_idx {missing[:5].tolist()}); rerun `towerssl stats`")
-        bucket = np.empty(n_items, dtype=object)
-        bucket[stats_idx] = stats["bucket"]
-        decile = np.full(n_items, NO_DECILE, dtype=np.int64)
-        decile[stats_idx] = np.nan_to_num(stats["decile"].astype(np.float64), nan=NO_DECILE).astype(np.int64)
-        train = _read_columns(lake, "train_clicks", ["user_idx", "item_idx"])
-        evaluation = _read_columns(lake, SPLITS[split], ["user_idx", "item_idx"])
-        return cls.from_arrays(train["user_idx"], train["item_idx"], evaluation["user_idx"], evaluation["item_idx"], bucket, decile, split)
-
     @property
     def warm_users(self) -> np.ndarray:
         """user_idx of users with an evaluation click and a training click."""
@@ -180,12 +154,6 @@ class EvaluationData:
     def cold_users(self) -> np.ndarray:
         """user_idx of users with an evaluation click and no training click (embedded from their features)."""
         return np.flatnonzero((self.evaluation.counts() > 0) & (self.train.counts() == 0))
-
-
-def _read_columns(lake: str | Path, table: str, columns: list[str]) -> dict[str, np.ndarray]:
-    """Columns of the latest version of a Delta table, read from its files with Arrow."""
-    data = read_snapshot(snapshot(lake, table), columns)
-    return {c: data.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
 
 @dataclass(frozen=True)
