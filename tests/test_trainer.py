@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 
+from towerssl.model.config import AUGMENTATIONS
 from towerssl.trainer import checkpoint
 from towerssl.trainer.config import TrainConfig
 from towerssl.trainer.evaluate_run import evaluate_run
 from towerssl.trainer.export import export_run
 from towerssl.trainer.train import train
 
-VARIANTS = ("none", "mask", "dropout", "complementary", "cfm")
+VARIANTS = AUGMENTATIONS
 SMALL_MODEL = {"embedding_dim": 16, "hidden_dims": [32], "output_dim": 16, "ssl_batch_size": 64, "temperature": 0.1}
 
 

@@ -294,7 +294,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
     parser.add_argument("--seed", type=int, help="seed of the data order, initialization and sampling (default 0)")
     parser.add_argument("--device", help="auto (default: cuda if present), cpu, cuda or cuda:N")
-    parser.add_argument("--augmentation", help="SSL augmentation: none | mask | dropout | complementary | cfm (default cfm)")
+    parser.add_argument("--augmentation", help="SSL augmentation: none | independent-mask | dropout | rfm (the paper's random feature masking) | cfm (default cfm); old names mask, complementary accepted")
     parser.add_argument("--alpha", type=float, help="weight of the SSL loss; 0 turns SSL off (default 1.0)")
     parser.add_argument("--temperature", type=float, help="softmax temperature of both losses (default 0.1)")
     parser.add_argument("--eval-every", type=int, help="steps between validation Recall@K checks; 0: never (default 200)")
