@@ -30,7 +30,7 @@ def data(users: int, items: int, dim: int) -> tuple[np.ndarray, np.ndarray, list
 
 def worker(users: int, items: int, dim: int, chunk: int) -> dict[str, float]:
     """One top-K configuration; chunk 0 = naive float32 full matrix + torch.topk (no tie rule)."""
-    from towerssl.trainer.evaluate import top_k_items
+    from towerssl.trainer.ranking import top_k_items
 
     user_emb, item_emb, seen = data(users, items, dim)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -53,7 +53,8 @@ def run_worker(args: argparse.Namespace, chunk: int) -> dict[str, float]:
 
 
 def bench_metrics(args: argparse.Namespace) -> None:
-    from towerssl.trainer.evaluate import ITEM_SLICES, UserItems, ranking_metrics, recall_by_decile
+    from towerssl.trainer.metrics import ITEM_SLICES, ranking_metrics, recall_by_decile
+    from towerssl.trainer.ranking import UserItems
 
     rng = np.random.default_rng(1)
     top = np.stack([rng.choice(args.items, 100, replace=False) for _ in range(args.users)])

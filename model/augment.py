@@ -61,15 +61,17 @@ def drop_values(features: Features, fields: Sequence[FieldSpec], rate: float, ge
     return out
 
 
-def random_masks(batch_size: int, rates: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each field of each example masked independently with its own probability rates[j], per view."""
+def independent_masks(batch_size: int, rates: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each field of each example masked independently with its own probability rates[j], per view (not in
+    the paper: its random feature masking is rfm_masks)."""
     draws = torch.rand((2, batch_size, rates.shape[0]), generator=generator, device=rates.device)
     masked = draws < rates
     return masked[0], masked[1]
 
 
-def complementary_masks(batch_size: int, num_fields: int, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random half of the fields (floor(k/2)) masked in view one, the other half in view two, per example."""
+def rfm_masks(batch_size: int, num_fields: int, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random feature masking (RFM, Yao et al.): a random half of the fields (floor(k/2)) masked in view one,
+    the complementary half in view two, per example."""
     ranks = torch.rand((batch_size, num_fields), generator=generator, device=device).argsort(dim=1).argsort(dim=1)
     first = ranks < num_fields // 2
     return first, ~first
@@ -108,14 +110,14 @@ class Augmenter:
 
     def __init__(self, fields: Sequence[FieldSpec], config: ModelConfig, mi: np.ndarray | None = None, nmi: np.ndarray | None = None) -> None:
         self.fields = tuple(fields)
-        self.scheme = config.augmentation
+        self.scheme = config.scheme
         drops = self.scheme == "dropout" or (self.scheme != "none" and config.dropout_with_masking)
         self.dropout_rate = config.dropout_rate if drops else 0.0
         unknown = sorted(set(config.mask_rates) - {f.name for f in self.fields})
         if unknown:
             raise ValueError(f"mask_rates names field(s) that are no item field: {', '.join(unknown)}")
         self.mask_rates = torch.tensor([config.mask_rates.get(f.name, config.mask_rate) for f in self.fields])
-        if self.scheme in ("complementary", "cfm") and len(self.fields) < 2:
+        if self.scheme in ("rfm", "cfm") and len(self.fields) < 2:
             raise ValueError(f"augmentation {self.scheme!r} splits the item fields in two and needs at least 2, got {len(self.fields)}")
         self.groups: torch.Tensor | None = None
         if self.scheme == "cfm":
@@ -127,11 +129,11 @@ class Augmenter:
             self.groups = cfm_groups(chosen)
 
     def masks(self, batch_size: int, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two [B, k] masks of the configured scheme ("mask", "complementary" or "cfm")."""
-        if self.scheme == "mask":
-            return random_masks(batch_size, self.mask_rates.to(device), generator)
-        if self.scheme == "complementary":
-            return complementary_masks(batch_size, len(self.fields), generator, device)
+        """The two [B, k] masks of the configured scheme ("independent-mask", "rfm" or "cfm")."""
+        if self.scheme == "independent-mask":
+            return independent_masks(batch_size, self.mask_rates.to(device), generator)
+        if self.scheme == "rfm":
+            return rfm_masks(batch_size, len(self.fields), generator, device)
         assert self.groups is not None
         return cfm_masks(batch_size, self.groups.to(device), generator)
 
@@ -139,7 +141,7 @@ class Augmenter:
         one, two = features, features
         if self.dropout_rate > 0:
             one, two = drop_values(one, self.fields, self.dropout_rate, generator), drop_values(two, self.fields, self.dropout_rate, generator)
-        if self.scheme in ("mask", "complementary", "cfm"):
+        if self.scheme in ("independent-mask", "rfm", "cfm"):
             batch_size, device = batch_size_and_device(features)
             masked_one, masked_two = self.masks(batch_size, generator, device)
             one, two = apply_masks(one, self.fields, masked_one), apply_masks(two, self.fields, masked_two)

@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 
 from towerssl.config import ConfigError, check_types
 
-AUGMENTATIONS = ("none", "mask", "dropout", "complementary", "cfm")
+# SSL augmentations named as in Yao et al. (CIKM 2021) where the paper has them: "rfm" is its random feature
+# masking (a random half of the fields masked in one view, the complementary half in the other) and "cfm" its
+# correlated feature masking. "independent-mask" (each field masked on its own coin) is not in the paper.
+AUGMENTATIONS = ("none", "independent-mask", "dropout", "rfm", "cfm")
+# Earlier names, still accepted so that old configs and recorded runs keep working: old name -> name.
+AUGMENTATION_ALIASES = {"mask": "independent-mask", "complementary": "rfm"}
 MI_RANKINGS = ("nmi", "mi")
 FREQUENCY_SOURCES = ("table", "streaming")
 
@@ -30,17 +35,23 @@ class ModelConfig:
     distinct_items: bool = False  # one main-loss column per distinct clicked item, corrected by log(1 - (1 - p)^n)
     alpha: float = 1.0  # weight of the SSL loss; 0 turns SSL off
     ssl_batch_size: int = 1024  # m, items sampled uniformly per step for the SSL loss
-    augmentation: str = "cfm"  # none | mask | dropout | complementary | cfm
-    mask_rate: float = 0.1  # "mask": per-field masking probability ...
+    augmentation: str = "cfm"  # none | independent-mask | dropout | rfm (the paper's random feature masking) | cfm
+    mask_rate: float = 0.1  # "independent-mask": per-field masking probability ...
     mask_rates: dict[str, float] = field(default_factory=dict)  # ... overridden per field name
     dropout_rate: float = 0.5  # share of multi-valued values dropped
-    dropout_with_masking: bool = True  # also drop multi-valued values under mask / complementary / cfm
+    dropout_with_masking: bool = True  # also drop multi-valued values under independent-mask / rfm / cfm
     mi_ranking: str = "nmi"  # CFM partners by normalized MI ("nmi") or raw MI ("mi")
+
+    @property
+    def scheme(self) -> str:
+        """The augmentation by its current name; the config keeps the name it was given, so a recorded run's
+        config.json still equals the config that made it."""
+        return AUGMENTATION_ALIASES.get(self.augmentation, self.augmentation)
 
     def __post_init__(self) -> None:
         check_types(self, "train.model")  # YAML's lists become tuples
         checks = [
-            (self.augmentation in AUGMENTATIONS, f"augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}"),
+            (self.scheme in AUGMENTATIONS, f"augmentation must be one of {AUGMENTATIONS} (or an old name: {', '.join(AUGMENTATION_ALIASES)}), got {self.augmentation!r}"),
             (self.mi_ranking in MI_RANKINGS, f"mi_ranking must be one of {MI_RANKINGS}, got {self.mi_ranking!r}"),
             (self.frequency in FREQUENCY_SOURCES, f"frequency must be one of {FREQUENCY_SOURCES}, got {self.frequency!r}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),

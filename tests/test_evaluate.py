@@ -9,22 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from towerssl.trainer.evaluate import (
-    COLD_USERS,
-    ITEM_SLICES,
-    KS,
-    NO_DECILE,
-    OVERALL,
-    EvaluationData,
-    UserItems,
-    evaluate,
-    plot_recall_by_decile,
-    popularity_top_k,
-    ranking_metrics,
-    recall_by_decile,
-    top_k_items,
-    write_evaluation,
-)
+from towerssl.trainer.metrics import COLD_USERS, ITEM_SLICES, KS, NO_DECILE, OVERALL, EvaluationData, evaluate, ranking_metrics, recall_by_decile
+from towerssl.trainer.ranking import UserItems, popularity_top_k, top_k_items
+from towerssl.trainer.reporting import plot_recall_by_decile, write_evaluation
 
 SLICES = (OVERALL, *ITEM_SLICES)
 
@@ -188,6 +175,10 @@ def test_ranking_metrics_equal_pair_by_pair_reference():
     for name in SLICES:
         pairs = [{i for i in s if name == OVERALL or bucket[i] == name} for s in relevant]
         assert counts[name] == {"users": sum(1 for p in pairs if p), "items": len(set().union(*pairs)), "pairs": sum(map(len, pairs))}
+    # Without slice labels (training's validation): the same overall numbers, and no other slice.
+    overall, overall_counts = ranking_metrics(top, csr(relevant), ks=KS)
+    assert overall == {metric: {OVERALL: by_slice[OVERALL]} for metric, by_slice in metrics.items()}
+    assert overall_counts == {OVERALL: counts[OVERALL]}
 
 
 def test_empty_slice_gives_none_and_a_repeated_item_is_refused():
@@ -306,35 +297,3 @@ def test_write_evaluation_has_the_documented_shape(dataset, tmp_path):
     curves = {"variant A": deciles["model"]["recall@50"], "variant B": deciles["model"]["recall@10"], "popularity": deciles["baseline"]["recall@50"]}
     variants = plot_recall_by_decile(curves, "recall@50", tmp_path / "variants.png")
     assert variants.read_bytes().startswith(b"\x89PNG") and variants.stat().st_size > 5000
-
-
-def test_evaluation_data_from_lake_equals_from_arrays(spark, tmp_path, dataset):
-    _, _, _, (train_users, train_items, eval_users, eval_items) = dataset
-    rng = np.random.default_rng(4)
-    n_items = 150
-    bucket = rng.choice(np.array(ITEM_SLICES), size=n_items)
-    decile = rng.integers(1, 11, size=n_items)
-    lake = tmp_path / "lake"
-
-    def write(table: str, rows: list[tuple], schema: str) -> None:
-        spark.createDataFrame(rows, schema).write.format("delta").save(str(lake / table))
-
-    order = rng.permutation(n_items)  # tables are not sorted by item_idx
-    write("items", [(int(i), int(i) * 10) for i in order], "item_idx int, item_id long")
-    write("item_stats", [(int(i), str(bucket[i]), None if i == 3 else int(decile[i])) for i in order], "item_idx int, bucket string, decile int")
-    clicks = "user_idx int, item_idx int"
-    write("train_clicks", list(zip(train_users.tolist(), train_items.tolist())), clicks)
-    write("test_clicks", list(zip(eval_users.tolist(), eval_items.tolist())), clicks)
-    write("valid_clicks", list(zip(eval_items.tolist()[:50], eval_users.tolist()[:50])), clicks)
-    decile[3] = NO_DECILE
-    expected = EvaluationData.from_arrays(train_users, train_items, eval_users, eval_items, bucket, decile)
-    loaded = EvaluationData.from_lake(lake)
-    for field in ("train", "evaluation"):
-        np.testing.assert_array_equal(getattr(loaded, field).indptr, getattr(expected, field).indptr)
-        np.testing.assert_array_equal(getattr(loaded, field).indices, getattr(expected, field).indices)
-    for field in ("item_clicks", "item_bucket", "item_decile"):
-        np.testing.assert_array_equal(getattr(loaded, field), getattr(expected, field))
-    valid = EvaluationData.from_lake(lake, split="valid")
-    assert valid.evaluation.indices.size == len(set(zip(eval_items.tolist()[:50], eval_users.tolist()[:50])))
-    with pytest.raises(ValueError, match="split must be one of"):
-        EvaluationData.from_lake(lake, split="train")

@@ -11,7 +11,7 @@ import torch
 from deltalake import DeltaTable
 
 from towerssl.lake import commit_metadata
-from towerssl.trainer.evaluate import top_k_items
+from towerssl.trainer.ranking import top_k_items
 from towerssl.trainer.faiss_index import (
     build_flat_index,
     build_ivf_index,

@@ -1,4 +1,4 @@
-"""SSL augmentations: measured rates, complementary halves, CFM on planted MI matrices, default embeddings, seeds."""
+"""SSL augmentations: measured rates, RFM's complementary halves, CFM on planted MI matrices, default embeddings, seeds."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from towerssl.model.augment import Augmenter, apply_masks, cfm_groups, cfm_masks, complementary_masks, drop_values, random_masks
-from towerssl.model.config import ModelConfig
+from towerssl.model.augment import Augmenter, apply_masks, cfm_groups, cfm_masks, drop_values, independent_masks, rfm_masks
+from towerssl.model.config import AUGMENTATION_ALIASES, AUGMENTATIONS, ModelConfig
 from towerssl.model.features import DEFAULT, PAD, FieldSpec
 from towerssl.model.towers import Tower
 
@@ -50,9 +50,9 @@ def reference_group(mi: np.ndarray, seed: int) -> set[int]:
     return {seed, *partners[: k // 2 - 1]}
 
 
-def test_random_mask_rates_match_per_field_settings():
+def test_independent_mask_rates_match_per_field_settings():
     rates = torch.tensor([0.1, 0.3, 0.5, 0.0])
-    one, two = random_masks(40_000, rates, torch.Generator().manual_seed(1))
+    one, two = independent_masks(40_000, rates, torch.Generator().manual_seed(1))
     for view in (one, two):
         np.testing.assert_allclose(view.float().mean(dim=0).numpy(), rates.numpy(), atol=0.01)
     np.testing.assert_allclose((one & two).float().mean(dim=0).numpy(), (rates**2).numpy(), atol=0.01)  # views independent
@@ -85,9 +85,9 @@ def test_dropout_rate_matches_and_never_empties_a_field():
         assert abs(emptied.double().mean().item() - expected) < 0.01
 
 
-def test_complementary_halves_are_disjoint_and_cover_all_fields():
+def test_rfm_halves_are_disjoint_and_cover_all_fields():
     k = 5
-    one, two = complementary_masks(10_000, k, torch.Generator().manual_seed(4), torch.device("cpu"))
+    one, two = rfm_masks(10_000, k, torch.Generator().manual_seed(4), torch.device("cpu"))
     assert not (one & two).any() and (one | two).all()
     assert (one.sum(dim=1) == k // 2).all()
     np.testing.assert_allclose(one.float().mean(dim=0).numpy(), np.full(k, (k // 2) / k), atol=0.02)  # every field equally likely
@@ -161,7 +161,7 @@ def test_masked_fields_get_the_default_embedding():
         assert not torch.isclose(embedded[~masked[:, j], j], default).all(dim=1).any()
 
 
-@pytest.mark.parametrize("augmentation", ["none", "mask", "dropout", "complementary", "cfm"])
+@pytest.mark.parametrize("augmentation", AUGMENTATIONS)
 def test_augmenter_is_pure_and_reproducible_under_a_seed(augmentation):
     config = ModelConfig(augmentation=augmentation, mask_rate=0.3)
     augmenter = Augmenter(FIELDS, config, nmi=np.eye(4))
@@ -179,17 +179,17 @@ def test_augmenter_is_pure_and_reproducible_under_a_seed(augmentation):
 
 def test_masking_and_dropout_compose():
     """Dropout first, then masking over it: the views equal the two steps done by hand from the same seed."""
-    config = ModelConfig(augmentation="complementary", dropout_rate=0.5, dropout_with_masking=True)
+    config = ModelConfig(augmentation="rfm", dropout_rate=0.5, dropout_with_masking=True)
     features = random_items(2000)
     one, two = Augmenter(FIELDS, config)(features, torch.Generator().manual_seed(12))
     g = torch.Generator().manual_seed(12)
     dropped_one, dropped_two = drop_values(features, FIELDS, 0.5, g), drop_values(features, FIELDS, 0.5, g)
-    masks_one, masks_two = complementary_masks(2000, len(FIELDS), g, torch.device("cpu"))
+    masks_one, masks_two = rfm_masks(2000, len(FIELDS), g, torch.device("cpu"))
     for view, expected in ((one, apply_masks(dropped_one, FIELDS, masks_one)), (two, apply_masks(dropped_two, FIELDS, masks_two))):
         assert all(torch.equal(view[k], expected[k]) for k in view)
     genre = [f.name for f in FIELDS].index("genre")
     assert not torch.equal(dropped_one["genre"], features["genre"]) and (~masks_one[:, genre]).any()
-    assert not Augmenter(FIELDS, ModelConfig(augmentation="complementary", dropout_with_masking=False)).dropout_rate
+    assert not Augmenter(FIELDS, ModelConfig(augmentation="rfm", dropout_with_masking=False)).dropout_rate
 
 
 def test_augmenter_rejects_what_it_cannot_do():
@@ -198,6 +198,17 @@ def test_augmenter_rejects_what_it_cannot_do():
     with pytest.raises(ValueError, match="expected 4 x 4"):
         Augmenter(FIELDS, ModelConfig(augmentation="cfm"), nmi=np.eye(3))
     with pytest.raises(ValueError, match="at least 2"):
-        Augmenter(FIELDS[:1], ModelConfig(augmentation="complementary"))
+        Augmenter(FIELDS[:1], ModelConfig(augmentation="rfm"))
     with pytest.raises(ValueError, match="no item field: colour"):
-        Augmenter(FIELDS, ModelConfig(augmentation="mask", mask_rates={"colour": 0.2}))
+        Augmenter(FIELDS, ModelConfig(augmentation="independent-mask", mask_rates={"colour": 0.2}))
+
+
+@pytest.mark.parametrize("old, new", sorted(AUGMENTATION_ALIASES.items()))
+def test_old_augmentation_names_make_the_same_views_and_are_kept_as_given(old, new):
+    assert new in AUGMENTATIONS and old not in AUGMENTATIONS
+    features = random_items(256)
+    by_old, by_new = (Augmenter(FIELDS, ModelConfig(augmentation=name, mask_rate=0.3))(features, torch.Generator().manual_seed(5)) for name in (old, new))
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(by_old, by_new) for k in features)
+    assert ModelConfig(augmentation=old).augmentation == old  # a recorded run's config.json still matches
+    with pytest.raises(ValueError, match="or an old name: mask, complementary"):
+        ModelConfig(augmentation="random")

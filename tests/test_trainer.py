@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 
+from towerssl.model.config import AUGMENTATIONS
 from towerssl.trainer import checkpoint
 from towerssl.trainer.config import TrainConfig
 from towerssl.trainer.evaluate_run import evaluate_run
 from towerssl.trainer.export import export_run
 from towerssl.trainer.train import train
 
-VARIANTS = ("none", "mask", "dropout", "complementary", "cfm")
+VARIANTS = AUGMENTATIONS
 SMALL_MODEL = {"embedding_dim": 16, "hidden_dims": [32], "output_dim": 16, "ssl_batch_size": 64, "temperature": 0.1}
 
 
@@ -69,7 +70,9 @@ def test_evaluate_writes_metrics_by_slice_with_baseline(runs):
             assert set(saved[name]) >= {"overall", "head", "torso", "tail", "new"}
             assert set(saved["baseline"][name]) >= {"overall", "head", "torso", "tail", "new"}
     assert saved["counts"]["overall"]["users"] > 0 and set(saved) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (10, 50, 100)} | {"baseline", "counts"}
-    assert json.loads((run_dir / "evaluation_info.json").read_text())["split"] == "test"
+    info = json.loads((run_dir / "evaluation_info.json").read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())["tables"]
+    assert info["split"] == "test" and info["table_versions"] == {name: t["version"] for name, t in manifest.items()}  # the run's pinned tables
     assert 0 <= metrics["recall@50"]["overall"] <= 1 and metrics["recall@10"]["overall"] <= metrics["recall@100"]["overall"]
     assert (run_dir / "recall_by_decile.png").stat().st_size > 0
 

@@ -1,6 +1,6 @@
 """`towerssl demo` (`make demo`): the whole system on the embedded synthetic data, or on a MovieLens directory.
 
-generate -> etl -> stats -> train (no SSL, random mask, CFM) -> evaluate -> export, then one table of
+generate -> etl -> stats -> train (no SSL, independent mask, CFM) -> evaluate -> export, then one table of
 Recall@50 (overall, tail, new items) per variant beside the popularity baseline, and PNGs: training curves,
 recall by popularity decile per variant, and the MI heatmap (written by the stats job).
 """
@@ -19,16 +19,16 @@ from towerssl.plots import saved_figure
 from towerssl.spark import spark_session
 from towerssl.stats.job import StatsConfig, run_stats
 from towerssl.trainer.config import TrainConfig
-from towerssl.trainer.evaluate import plot_recall_by_decile
 from towerssl.trainer.evaluate_run import evaluate_run
 from towerssl.trainer.export import export_run
+from towerssl.trainer.reporting import plot_recall_by_decile
 from towerssl.trainer.train import train
 
 log = logging.getLogger(__name__)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "no SSL": {"alpha": 0.0, "augmentation": "none"},
-    "random mask": {"alpha": 0.5, "augmentation": "mask", "mask_rate": 0.3},
+    "independent mask": {"alpha": 0.5, "augmentation": "independent-mask", "mask_rate": 0.3},
     "CFM": {"alpha": 0.5, "augmentation": "cfm"},
 }
 DEMO_TRAIN = {"batch_size": 512, "max_steps": 600, "eval_every": 100, "checkpoint_every": 200, "patience": 3, "lr": 3e-3, "workers": 2}

@@ -32,6 +32,7 @@ from towerssl.etl.amazon_attributes import item_rows
 from towerssl.etl.csvtext import records as csv_records
 from towerssl.etl.files import input_files
 from towerssl.etl.raw import INVALID_UTF8, WRONG_COLUMNS
+from towerssl.indices import FIRST_VALUE
 from towerssl.model.features import ITEM_ID_FIELD, FieldSpec
 from towerssl.trainer.embed import embed
 from towerssl.trainer.export import ITEM_TOWER_FILE
@@ -200,13 +201,14 @@ def embed_items(run_dir: str | Path, input_path: str | Path, fmt: str = "raw", s
 
     tower = torch.jit.load(str(tower_path), map_location="cpu")
     dimension = json.loads((export_dir / "model_card.json").read_text())["embedding"]["dimension"]
-    vectors = embed(tower, vocab.encode(checked.ids, checked.values)).numpy() if checked.ids else np.zeros((0, dimension), dtype=np.float32)
+    features = vocab.encode(checked.ids, checked.values)
+    vectors = embed(tower, features).numpy() if checked.ids else np.zeros((0, dimension), dtype=np.float32)
     record = {"input": str(input_path), "format": fmt, "sep": sep}
     write_item_embeddings(export_dir, f"{name}_embeddings", np.arange(len(checked.ids)), np.asarray(checked.ids, dtype=np.int64), vectors, run_id, record)
     save_index(build_flat_index(vectors), export_dir / f"{name}.faiss")
     write_arrow(pa.Table.from_pylist(checked.rejects, schema=REJECTS_SCHEMA), export_dir, f"{name}_rejects", run_id, record)
 
-    trained = sum(str(i) in vocab.index.get(ITEM_ID_FIELD, {}) for i in checked.ids)
+    trained = int((features[ITEM_ID_FIELD] >= FIRST_VALUE).sum())  # a trained id is a vocabulary value
     reasons = Counter(r["reason"] for r in checked.rejects)
     summary = {"rows_in": len(records), "embedded": len(checked.ids), "with_trained_id": trained, "rejected": len(checked.rejects), "rejected_by_reason": dict(sorted(reasons.items()))}
     if summary["embedded"] + summary["rejected"] != summary["rows_in"]:

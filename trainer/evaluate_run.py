@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from towerssl.trainer.embed import embed
-from towerssl.trainer.evaluate import SPLITS, EvaluationData, evaluate, write_evaluation
 from towerssl.trainer.inputs import click_pairs, feature_tensors, item_clicks
+from towerssl.trainer.metrics import SPLITS, EvaluationData, evaluate
+from towerssl.trainer.reporting import write_evaluation
 from towerssl.trainer.run_model import TrainedRun
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import torch
 
 from towerssl.delta_rs import snapshot, write_arrow
 from towerssl.lake import read_snapshot
-from towerssl.trainer.evaluate import ArrayLike, top_k_items
+from towerssl.trainer.ranking import ArrayLike, top_k_items
 
 log = logging.getLogger(__name__)
 

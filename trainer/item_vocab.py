@@ -3,8 +3,9 @@ for serving exactly as the ETL encoded the training items, with no lake at hand.
 
 What is exported (RUN_DIR/export/): `item_vocab` (Delta: the lake's `vocab` rows of the item fields, id field
 included, from the ETL run that wrote the run's pinned `items`) and `item_fields.json` (the item fields of the
-`fields` spec, in order, and the two ETL settings encoding needs: the untrained-id value and the hard limit
-on values per multi-valued field). The index contract itself is towerssl.indices.
+`fields` spec, in order, and the two ETL settings encoding needs, as the ETL recorded them: `untrained_id`
+and the hard limit on values per multi-valued field). The index contract itself, and the id value each
+`untrained_id` setting stands for, are towerssl.indices.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def export_item_vocabulary(run: TrainedRun, out: Path) -> dict:
     write_arrow(vocab, out, VOCAB_TABLE, run.run_dir.name, {"lake": run.manifest.lake, "vocab_version": version, "etl_run_id": etl["run_id"]})
     record = {
         "fields": [asdict(f) for f in fields],
-        "untrained_id": UNTRAINED_ID_CHOICES[settings["untrained_id"]],
+        "untrained_id": settings["untrained_id"],
         "multi_hard_limit": int(settings["multi_hard_limit"]),
         "etl_run_id": etl["run_id"],
         "lake_vocab_version": version,
@@ -74,7 +75,7 @@ class ItemVocabulary:
 
     fields: tuple[FieldSpec, ...]
     index: dict[str, dict[str, int]]  # field -> value -> index
-    untrained_id: int
+    untrained_id: int  # the id value of an item without a trained id (towerssl.indices)
     multi_hard_limit: int
 
     @classmethod
@@ -83,12 +84,14 @@ class ItemVocabulary:
         if not path.is_file():
             raise UsageError(f"{path} not found: export the run first (`towerssl export --run {export_dir.parent}`)")
         record = json.loads(path.read_text())
+        if record["untrained_id"] not in UNTRAINED_ID_CHOICES:
+            raise UsageError(f"{path}: untrained_id {record['untrained_id']!r} is not an ETL setting ({', '.join(UNTRAINED_ID_CHOICES)}); export the run again")
         vocab = read_snapshot(snapshot(export_dir, VOCAB_TABLE), ["field", "value", "index"], rerun="export").to_pydict()
         index: dict[str, dict[str, int]] = {}
         for field, value, position in zip(vocab["field"], vocab["value"], vocab["index"]):
             index.setdefault(field, {})[value] = int(position)
         fields = tuple(FieldSpec(**f) for f in record["fields"])
-        return cls(fields, index, int(record["untrained_id"]), int(record["multi_hard_limit"]))
+        return cls(fields, index, UNTRAINED_ID_CHOICES[record["untrained_id"]], int(record["multi_hard_limit"]))
 
     @property
     def feature_fields(self) -> tuple[FieldSpec, ...]:

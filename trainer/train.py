@@ -27,9 +27,10 @@ from towerssl.model.objective import TwoTowerSSL
 from towerssl.trainer import checkpoint, distributed
 from towerssl.trainer.config import TrainConfig
 from towerssl.trainer.embed import embed
-from towerssl.trainer.evaluate import UserItems, ranking_metrics, top_k_items
 from towerssl.trainer.feed import ClickFeed, to_device
 from towerssl.trainer.inputs import Manifest, click_pairs, feature_spec, feature_tensors, item_log_p, mi_matrices
+from towerssl.trainer.metrics import ranking_metrics
+from towerssl.trainer.ranking import UserItems, top_k_items
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def valid_recall(model: TwoTowerSSL, data: TrainingData, k: int) -> float:
     items = embed(model.towers.item_tower, data.corpus.features)
     users = embed(model.towers.user_tower, data.users, torch.from_numpy(data.valid_users))
     top = top_k_items(users, items, k, data.train_items.take(data.valid_users))
-    metrics, _ = ranking_metrics(top, data.valid_relevant, np.full(data.n_items, "head", dtype=object), (k,))
+    metrics, _ = ranking_metrics(top, data.valid_relevant, ks=(k,))
     return float(metrics[f"recall@{k}"]["overall"] or 0.0)
 
 
@@ -296,7 +297,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
     parser.add_argument("--seed", type=int, help="seed of the data order, initialization and sampling (default 0)")
     parser.add_argument("--device", help="auto (default: cuda if present), cpu, cuda or cuda:N")
-    parser.add_argument("--augmentation", help="SSL augmentation: none | mask | dropout | complementary | cfm (default cfm)")
+    parser.add_argument("--augmentation", help="SSL augmentation: none | independent-mask | dropout | rfm (the paper's random feature masking) | cfm (default cfm); old names mask, complementary accepted")
     parser.add_argument("--alpha", type=float, help="weight of the SSL loss; 0 turns SSL off (default 1.0)")
     parser.add_argument("--temperature", type=float, help="softmax temperature of both losses (default 0.1)")
     parser.add_argument("--eval-every", type=int, help="steps between validation Recall@K checks; 0: never (default 200)")
