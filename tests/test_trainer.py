@@ -216,3 +216,23 @@ def test_a_truncated_data_file_is_one_line_naming_the_file_the_table_and_the_ste
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith(f"towerssl train: error: table {table} (version ")
     assert Path(victim).as_uri() in message and f"re-run `towerssl {step}`" in message
+
+
+def test_a_lake_without_validation_trains_every_step_and_scores_the_test_window(spark, tmp_path):
+    """The refit lake (etl validation: false): valid_clicks is empty, so training neither validates nor stops
+    early, keeps its last model, and test_clicks are the same as with validation."""
+    from towerssl.etl.generate import generate
+    from towerssl.etl.job import EtlConfig, run_etl
+    from towerssl.stats.job import StatsConfig, run_stats
+
+    generate(tmp_path / "raw", users=120, items=80, clicks=3000, seed=3)
+    lake = tmp_path / "lake"
+    written = run_etl(spark, EtlConfig(input=str(tmp_path / "raw"), lake=str(lake), split="per-user", multi_length=4, validation=False))["rows_written"]
+    assert written["valid_clicks"] == 0 and written["test_clicks"] > 0  # test_clicks as with validation: tests/test_etl_split.py
+    run_stats(spark, lake, StatsConfig())
+    summary = train(str(lake), tmp_path / "run", small_config("none", max_steps=40, eval_every=10, patience=1))
+    assert summary["steps"] == 40 and summary["best_step"] == 0  # never validated, never stopped early
+    last, best = (checkpoint.load(tmp_path / "run" / name)["model"] for name in (checkpoint.LAST, checkpoint.BEST))
+    assert all(torch.equal(last[key], best[key]) for key in last)  # the kept model is the last one
+    metrics = evaluate_run(tmp_path / "run")
+    assert metrics["recall@50"]["overall"] is not None and metrics["recall@50"]["overall"] > 0

@@ -104,6 +104,9 @@ def mi_matrices(manifest: Manifest, item_fields: list[str]) -> tuple[np.ndarray,
 
 
 def click_pairs(manifest: Manifest, table: str) -> tuple[np.ndarray, np.ndarray]:
-    """(user_idx, item_idx) arrays of a clicks table."""
+    """(user_idx, item_idx) arrays of a clicks table; none from a table without data files (Spark writes an
+    empty table as a log entry only: valid_clicks of a lake built without validation)."""
+    if not manifest.tables[table].files:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     clicks = manifest.read(table, ["user_idx", "item_idx"])
     return clicks.column("user_idx").to_numpy().astype(np.int64), clicks.column("item_idx").to_numpy().astype(np.int64)
