@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 # The connector's jars must match the delta-spark Python package, whose version requirements.lock pins (the
-# Makefile fetches the jars of that version): one source. Spark 4 is built for Scala 2.13 only.
-DELTA_VERSION = version("delta-spark")
+# Makefile fetches the jars of that version): one source. Spark 4 is built for Scala 2.13 only. A driver that
+# spark-submit gave the connector (--packages puts its Python module on the path) may lack the package: it
+# needs no version here.
+try:
+    DELTA_VERSION = version("delta-spark")
+except PackageNotFoundError:
+    DELTA_VERSION = ""
 DELTA_PACKAGES = (f"io.delta:delta-spark_2.13:{DELTA_VERSION}", f"io.delta:delta-storage:{DELTA_VERSION}")
 
 _DELTA_CONF = {
@@ -75,6 +80,8 @@ def spark_session(app_name: str = "towerssl", master: str | None = None, conf: d
         settings["spark.driver.memory"] = _LOCAL_DRIVER_MEMORY
         if jars:
             settings["spark.jars"] = ",".join(jars)
+        elif not DELTA_VERSION:
+            raise RuntimeError("delta-spark is not installed: install the project's spark extra (or `make setup`)")
         else:
             settings["spark.jars.packages"] = ",".join(DELTA_PACKAGES)
     settings.update(conf or {})
