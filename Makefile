@@ -5,7 +5,8 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/towerssl
 LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-12)
 VENV ?= $(CACHE_DIR)/venv-$(LOCK_HASH)
 PYTHON := $(VENV)/bin/python
-DELTA_VERSION := 3.3.2
+# The Delta connector's jars match the delta-spark that the lock pins (one source: requirements.lock).
+DELTA_VERSION := $(shell sed -n 's/^delta-spark==//p' requirements.lock)
 export TOWERSSL_JARS_DIR ?= $(CACHE_DIR)/jars/delta-$(DELTA_VERSION)
 export PYTHONHASHSEED := 0
 DEMO_DIR ?= out/demo
@@ -21,10 +22,11 @@ $(VENV)/.installed: requirements.lock
 	$(VENV)/bin/pip install -r requirements.lock
 	touch $@
 
-# Delta's Spark connector is not in the delta-spark wheel: fetch it (and delta-storage) from Maven Central.
+# Delta's Spark connector is not in the delta-spark wheel: fetch it (and delta-storage) from Maven Central
+# (Scala 2.13: the only Scala of Spark 4).
 $(TOWERSSL_JARS_DIR)/.fetched:
 	mkdir -p $(TOWERSSL_JARS_DIR)
-	for a in delta-spark_2.12 delta-storage; do \
+	for a in delta-spark_2.13 delta-storage; do \
 	  mvn -q dependency:copy -Dartifact=io.delta:$$a:$(DELTA_VERSION) -DoutputDirectory=$(TOWERSSL_JARS_DIR) || exit 1; \
 	done
 	touch $@

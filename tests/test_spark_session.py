@@ -30,3 +30,11 @@ def test_sessions_schedule_fair_and_each_concurrent_step_has_its_own_pool(spark)
         return spark.sparkContext.getLocalProperty("spark.scheduler.pool"), spark.range(10).count()
 
     assert _concurrently(spark, pool_and_rows, pool_and_rows) == [("etl-step-0", 10), ("etl-step-1", 10)]
+
+
+def test_sessions_keep_spark_3_cast_semantics(spark):
+    """Spark 4 defaults to ANSI mode; the factory turns it off, so a bad raw string casts to null (which the
+    ETL's checks turn into a reject) instead of failing the job."""
+    assert spark.conf.get("spark.sql.ansi.enabled") == "false"
+    row = spark.sql("SELECT CAST('x1' AS BIGINT) AS bad, CAST('99999999999999999999' AS BIGINT) AS too_long, CAST(' 7 ' AS BIGINT) AS padded").first()
+    assert (row["bad"], row["too_long"], row["padded"]) == (None, None, 7)

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-DELTA_VERSION = "3.3.2"
-DELTA_PACKAGES = (f"io.delta:delta-spark_2.12:{DELTA_VERSION}", f"io.delta:delta-storage:{DELTA_VERSION}")
+# The connector's jars must match the delta-spark Python package, whose version requirements.lock pins (the
+# Makefile fetches the jars of that version): one source. Spark 4 is built for Scala 2.13 only. A driver that
+# spark-submit gave the connector (--packages puts its Python module on the path) may lack the package: it
+# needs no version here.
+try:
+    DELTA_VERSION = version("delta-spark")
+except PackageNotFoundError:
+    DELTA_VERSION = ""
+DELTA_PACKAGES = (f"io.delta:delta-spark_2.13:{DELTA_VERSION}", f"io.delta:delta-storage:{DELTA_VERSION}")
 
 _DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -34,6 +42,11 @@ _DELTA_CONF = {
     # skips such commits by default, and the table's latest commit would then name an earlier run, which the
     # run record (towerssl/runs.py) refuses to record.
     "spark.databricks.delta.skipRecordingEmptyCommits": "false",
+    # Spark 4 turns ANSI SQL mode on by default; the ETL's validation is written for the non-ANSI semantics
+    # (Spark 3's default): a cast of a bad raw string, or of a number too long for a long, gives null, which the
+    # checks turn into a reject with its reason, where ANSI mode would fail the whole job. Set in every session
+    # this factory makes, under spark-submit too (jobs/*.py, the Airflow DAG), so the jobs behave alike everywhere.
+    "spark.sql.ansi.enabled": "false",
 }
 # Only where this process starts the JVM (not under spark-submit, which sets its own): Spark's 1g default
 # is too small for the ETL's joins and windows even on MovieLens-sized data.
@@ -67,6 +80,8 @@ def spark_session(app_name: str = "towerssl", master: str | None = None, conf: d
         settings["spark.driver.memory"] = _LOCAL_DRIVER_MEMORY
         if jars:
             settings["spark.jars"] = ",".join(jars)
+        elif not DELTA_VERSION:
+            raise RuntimeError("delta-spark is not installed: install the project's spark extra (or `make setup`)")
         else:
             settings["spark.jars.packages"] = ",".join(DELTA_PACKAGES)
     settings.update(conf or {})

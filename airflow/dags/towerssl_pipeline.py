@@ -21,7 +21,19 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import Param, dag, task
 from airflow.sdk.types import DagRunProtocol
 
-DELTA_VERSION = "3.3.2"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def locked_version(package: str, lock: Path = _REPO / "requirements.lock") -> str:
+    """package's version in the project's requirements.lock (what `make setup` installs; the Delta jars the
+    Makefile fetches are of delta-spark's version): the one source of the Delta version. Empty without the lock."""
+    prefix = f"{package}=="
+    lines = lock.read_text().splitlines() if lock.is_file() else []
+    return next((line[len(prefix):].strip() for line in lines if line.startswith(prefix)), "")
+
+
+DELTA_VERSION = locked_version("delta-spark")
+DELTA_JARS = ("delta-spark_2.13", "delta-storage")  # Spark 4: Scala 2.13
 SPARK_CONN_ID = os.environ.get("TOWERSSL_SPARK_CONN_ID", "towerssl_spark")
 INPUT_FORMATS = ["raw", "movielens-100k", "movielens-1m", "movielens-latest-small", "amazon-s3rec"]
 CHECKPOINT = "checkpoint.pt"  # in a run directory: the trainer's resumable state
@@ -29,7 +41,7 @@ SUMMARY = "train_summary.json"  # in a run directory: written when training has 
 
 _DATA_DIR = Path(os.environ.get("TOWERSSL_DATA_DIR", Path.home() / "towerssl-data"))
 _JARS_DIR = Path(os.environ.get("TOWERSSL_JARS_DIR", Path.home() / ".cache/towerssl/jars" / f"delta-{DELTA_VERSION}"))
-_JOBS_DIR = os.environ.get("TOWERSSL_JOBS_DIR", str(Path(__file__).resolve().parents[2] / "jobs"))
+_JOBS_DIR = os.environ.get("TOWERSSL_JOBS_DIR", str(_REPO / "jobs"))
 
 
 def tool(bin_dir: str, name: str) -> str:
@@ -55,8 +67,8 @@ PARAMS = {
     "config": Param(os.environ.get("TOWERSSL_CONFIG", str(_DATA_DIR / "towerssl.yaml")), type="string", minLength=1, description="pipeline YAML (etl:, stats:, train: sections)"),
     "towerssl_bin": Param(os.environ.get("TOWERSSL_BIN", ""), type="string", description="bin/ of the project environment (towerssl, python); empty: found on PATH"),
     "spark_python": Param("", type="string", description="Python of the Spark driver and executors; empty: towerssl_bin's python"),
-    "spark_jars": Param(",".join(str(_JARS_DIR / f"{name}-{DELTA_VERSION}.jar") for name in ("delta-spark_2.12", "delta-storage")), type="string", description="comma-separated jars for spark-submit --jars (the Delta connector); empty: none"),
-    "spark_packages": Param("", type="string", description=f"Maven coordinates for --packages, e.g. io.delta:delta-spark_2.12:{DELTA_VERSION} on a cluster"),
+    "spark_jars": Param(",".join(str(_JARS_DIR / f"{name}-{DELTA_VERSION}.jar") for name in DELTA_JARS), type="string", description="comma-separated jars for spark-submit --jars (the Delta connector); empty: none"),
+    "spark_packages": Param("", type="string", description=f"Maven coordinates for --packages, e.g. io.delta:{DELTA_JARS[0]}:{DELTA_VERSION} on a cluster"),
     "py_files": Param("", type="string", description="--py-files, e.g. the towerssl wheel for a driver on the cluster; empty: none"),
     "spark_properties": Param("", type="string", description="--properties-file of cluster settings (spark.archives, images, queues, memory); empty: none"),
     "jobs_dir": Param(_JOBS_DIR, type="string", minLength=1, description="directory (or URI) holding etl.py and stats.py"),
