@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from towerssl.fields import FeatureSpec, FieldSpec
+from towerssl.indices import FIRST_VALUE, PAD
 from towerssl.model.config import ModelConfig
 from towerssl.model.corpus import ItemCorpus
-from towerssl.model.features import FIRST_VALUE, PAD, FeatureSpec, FieldSpec
 from towerssl.model.losses import main_loss, ssl_loss
 from towerssl.model.objective import TwoTowerSSL
 

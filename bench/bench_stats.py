@@ -30,26 +30,17 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from towerssl.fields import FIELDS_SCHEMA, ITEM_ID_FIELD, FieldSpec
 from towerssl.lake import latest_version, pinned_snapshot, read_table, write_table
 from towerssl.runs import RunRecorder
 from towerssl.spark import spark_session
 from towerssl.stats.cells import FIRST_VALUE
-from towerssl.stats.fields import ID_FIELD, ItemField
 from towerssl.stats.heatmap import plot_mi_heatmap
 from towerssl.stats.job import StatsConfig, run_stats
 
 log = logging.getLogger("bench_stats")
 
 CATEGORIES, KEYWORDS_PER_CATEGORY, GENERIC_KEYWORDS, PRICES, AUDIENCES, CITIES = 16, 8, 8, 5, 3, 12
-FIELDS = [
-    ItemField("item", False, 1),
-    ItemField("category", True, 2),
-    ItemField("keywords", True, 4),
-    ItemField("brand", False, 1),
-    ItemField("price", False, 1),
-    ItemField("audience", False, 1),
-    ItemField("city", False, 1),
-]
 DENSE_CELLS = 50_000_000  # the numpy reference counts cells with bincount below this key space, np.unique above
 
 
@@ -105,11 +96,17 @@ def generate_clicks(spark: SparkSession, n_items: int, n_clicks: int, seed: int 
     )
 
 
-def fields_table(spark: SparkSession, n: int) -> DataFrame:
+def generated_fields(n: int) -> list[FieldSpec]:
+    """The item fields of generate_items(n), with the cardinality the ETL would record (largest index + 1)."""
     n_values = {"item": n, "category": CATEGORIES, "keywords": CATEGORIES * KEYWORDS_PER_CATEGORY + GENERIC_KEYWORDS,
                 "brand": max(2 * CATEGORIES, n // 20), "price": PRICES, "audience": AUDIENCES, "city": CITIES}
-    rows = [(f.name, "item", f.multi, f.length, n_values[f.name] + FIRST_VALUE, position) for position, f in enumerate(FIELDS)]
-    return spark.createDataFrame(rows, "field string, owner string, multi boolean, length int, cardinality int, position int")
+    shapes = [("item", False, 1), ("category", True, 2), ("keywords", True, 4), ("brand", False, 1), ("price", False, 1), ("audience", False, 1), ("city", False, 1)]
+    return [FieldSpec(name, "item", multi, length, n_values[name] + FIRST_VALUE) for name, multi, length in shapes]
+
+
+def fields_table(spark: SparkSession, n: int) -> DataFrame:
+    rows = [(f.name, f.owner, f.multi, f.length, f.cardinality, position) for position, f in enumerate(generated_fields(n))]
+    return spark.createDataFrame(rows, FIELDS_SCHEMA)
 
 
 def ensure_tables(spark: SparkSession, lake: Path, n: int) -> None:
@@ -166,7 +163,7 @@ def _sum_m_ln_m(keys: list[np.ndarray], masses: list[np.ndarray], key_space: int
     return float((cells * np.log(cells)).sum())
 
 
-def reference_mi(columns: dict[str, np.ndarray], fields: list[ItemField], unique: tuple[str, ...] = (ID_FIELD,)) -> tuple[np.ndarray, np.ndarray]:
+def reference_mi(columns: dict[str, np.ndarray], fields: list[FieldSpec], unique: tuple[str, ...] = (ITEM_ID_FIELD,)) -> tuple[np.ndarray, np.ndarray]:
     """(mi, nmi) k x k with the definitions of stats/mi.py, item weighting."""
     valid = [_valid(columns[f.name]) for f in fields]
     counts = [(v > 0).sum(axis=1).astype(np.float64) for v in valid]
@@ -281,7 +278,8 @@ def timed(label: str, action, spark: SparkSession | None = None):
 def bench_size(spark: SparkSession, work_dir: Path, n: int) -> dict[str, float]:
     lake = work_dir / f"items_{n}"
     ensure_tables(spark, lake, n)
-    names = [f.name for f in FIELDS]
+    fields = generated_fields(n)
+    names = [f.name for f in fields]
 
     # Each side runs twice and the second run is timed: the first one's time (JIT of the code paths this size
     # takes, Python workers, page cache) is reported beside it.
@@ -291,7 +289,7 @@ def bench_size(spark: SparkSession, work_dir: Path, n: int) -> dict[str, float]:
 
     def numpy_job():  # the job's work on one core: read the snapshots, compute, write both tables, draw the heatmap
         columns = read_columns(spark, lake, "items", names)
-        mi, nmi = reference_mi(columns, FIELDS)
+        mi, nmi = reference_mi(columns, fields)
         del columns
         clicked = read_columns(spark, lake, "train_clicks", ["item_idx"])["item_idx"]
         stats = reference_item_stats(n, clicked)

@@ -31,6 +31,7 @@ from towerssl.etl.raw import FieldDef, RawInput
 from towerssl.etl.split import SPLITS, STRATEGIES, split_cold_items, split_global, split_leave_last_out, split_per_user
 from towerssl.etl.validate import Checked, CheckedClicks, check_entities, check_interactions
 from towerssl.etl.vocab import ID_FIELDS, build_vocab, encode, feature_counts, id_counts, long_values, with_id_index
+from towerssl.fields import FIELDS_SCHEMA, ITEM_ID_FIELD, USER_ID_FIELD, FeatureSpec, FieldSpec
 from towerssl.indices import UNTRAINED_ID_CHOICES
 from towerssl.lake import read_table, write_table
 from towerssl.runs import RunRecorder, latest_record
@@ -43,7 +44,6 @@ UNTIMED_FORMATS = ("amazon-s3rec",)  # timestamps are positions in a user's list
 RESERVED = {"item", "user", "item_id", "user_id", "item_idx", "user_idx", "timestamp", "split"}
 T = TypeVar("T")
 DAY = 86_400
-FIELDS_SCHEMA = "field string, owner string, multi boolean, length int, cardinality int, position int"
 
 
 @dataclass(frozen=True)
@@ -148,14 +148,14 @@ def _fields_of(vocab: DataFrame | None, fields: Iterable[str], keep: bool) -> Da
 
 
 def _field_rows(fields: tuple[FieldDef, ...], lengths: dict[str, int | None], vocab: DataFrame) -> list[dict[str, Any]]:
+    """The `fields` table: each owner's id field, then its feature fields; checked by the contract the trainer reads it with."""
     top = dict(vocab.groupBy("field").agg(F.max("index")).collect())
-    ordered = [("item", "item")] + [(f.name, f.owner) for f in fields if f.owner == "item"]
-    ordered += [("user", "user")] + [(f.name, f.owner) for f in fields if f.owner == "user"]
-    return [
-        {"field": name, "owner": owner, "multi": lengths[name] is not None, "length": lengths[name] or 1,
-         "cardinality": max(int(top.get(name) or 2), 2) + 1, "position": position}
-        for position, (name, owner) in enumerate(ordered)
-    ]
+    ordered = [(ITEM_ID_FIELD, "item")] + [(f.name, f.owner) for f in fields if f.owner == "item"]
+    ordered += [(USER_ID_FIELD, "user")] + [(f.name, f.owner) for f in fields if f.owner == "user"]
+    spec = FeatureSpec(tuple(
+        FieldSpec(name, owner, lengths[name] is not None, lengths[name] or 1, max(int(top.get(name) or 2), 2) + 1) for name, owner in ordered
+    ))
+    return spec.rows()
 
 
 def _concurrently(spark: SparkSession, *steps: Callable[[], T]) -> list[T]:
@@ -219,7 +219,7 @@ def _run_etl(spark: SparkSession, config: EtlConfig, run_id: str | None) -> dict
     stages = _Stages()
     raw = read_input(spark, config)
     _check_field_names(raw.fields)
-    lengths = {"item": None, "user": None} | {f.name: (f.max_len or config.multi_length) if f.multi else None for f in raw.fields}
+    lengths = {ITEM_ID_FIELD: None, USER_ID_FIELD: None} | {f.name: (f.max_len or config.multi_length) if f.multi else None for f in raw.fields}
     entities = _validated_entities(spark, raw, config)
     last_run = latest_record(config.lake, "etl")  # earlier indices come from the last complete run's vocab
     previous = _materialized(read_table(spark, config.lake, "vocab", last_run.tables["vocab"])) if last_run else None

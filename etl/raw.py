@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from typing import TYPE_CHECKING
 
+from towerssl.fields import OWNERS
+
 if TYPE_CHECKING:  # only annotations: the reason strings below are imported where there is no Spark
     from pyspark.sql import Column, DataFrame
 
-OWNERS = ("item", "user")
 SOURCE_COL = "_source"  # the file a record came from
 RAW_COL = "_raw"  # the record's original text (for the rejects table)
 CORRUPT_COL = "_corrupt"  # optional: set by a reader when a record could not be split into its columns
@@ -29,7 +30,9 @@ INVALID_UTF8 = "invalid UTF-8"
 
 @dataclass(frozen=True)
 class FieldDef:
-    """One feature field of the raw data. Multi-valued fields arrive as one string joined by `sep`."""
+    """One feature field of the raw data. Multi-valued fields arrive as one string joined by `sep`.
+
+    The raw input's contract, not the encoded one: the ETL turns it into a towerssl.fields.FieldSpec."""
 
     name: str
     owner: str

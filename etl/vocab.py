@@ -11,10 +11,11 @@ from functools import reduce
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from towerssl.fields import ITEM_ID_FIELD, USER_ID_FIELD
 from towerssl.indices import DEFAULT, FIRST_VALUE, PAD, UNKNOWN, UNTRAINED_ID_CHOICES
 from towerssl.spark import broadcast_if_small
 
-ID_FIELDS = {"item": "item_id", "user": "user_id"}  # id field -> raw id column
+ID_FIELDS = {ITEM_ID_FIELD: "item_id", USER_ID_FIELD: "user_id"}  # id field -> raw id column
 VOCAB_SCHEMA = "field string, value string, index int, count long"
 
 

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from towerssl.fields import FieldSpec
+from towerssl.indices import PAD
 from towerssl.model.config import ModelConfig
-from towerssl.model.features import PAD, Features, FieldSpec, mask_rows
+from towerssl.model.features import Features, mask_rows
 
 Views = tuple[Features, Features]
 

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from towerssl.fields import ITEM_ID_FIELD, FeatureSpec
 from towerssl.model.augment import Augmenter, drop_field
 from towerssl.model.config import ModelConfig
 from towerssl.model.corpus import ItemCorpus
-from towerssl.model.features import ITEM_ID_FIELD, FeatureSpec, Features
+from towerssl.model.features import Features
 from towerssl.model.frequency import StreamingFrequency
 from towerssl.model.losses import main_loss, ssl_loss
 from towerssl.model.towers import TwoTowers

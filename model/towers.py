@@ -6,8 +6,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from towerssl.fields import FeatureSpec, FieldSpec
+from towerssl.indices import PAD
 from towerssl.model.config import ModelConfig
-from towerssl.model.features import PAD, FeatureSpec, Features, FieldSpec, mask_rows
+from towerssl.model.features import Features, mask_rows
 
 
 class FieldEmbedding(nn.Module):

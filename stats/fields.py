@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pyspark.sql import DataFrame
 from pyspark.sql.types import ArrayType, IntegerType
 
 from towerssl.errors import UsageError
-
-ID_FIELD = "item"  # the item id used as a feature; by the contract each known index belongs to one item
-
-
-@dataclass(frozen=True)
-class ItemField:
-    """One item field: its column in `items` is an int, or an int array of `length` slots if `multi`."""
-
-    name: str
-    multi: bool
-    length: int
+from towerssl.fields import FieldSpec
 
 
-def item_fields(fields_table: DataFrame, items: DataFrame) -> list[ItemField]:
+def item_fields(fields_table: DataFrame, items: DataFrame) -> list[FieldSpec]:
     """Item fields in `fields.position` order, the id field included; each must match its `items` column."""
-    rows = fields_table.where("owner = 'item'").orderBy("position").select("field", "multi", "length").collect()
-    fields = [ItemField(r["field"], bool(r["multi"]), int(r["length"])) for r in rows]
-    if not fields:
+    rows = fields_table.where("owner = 'item'").orderBy("position").collect()
+    if not rows:
         raise UsageError("table fields: no field with owner 'item'")
+    try:
+        fields = [FieldSpec.from_row(r.asDict()) for r in rows]
+    except ValueError as error:  # a row the contract rejects is a bad input table, not a bug
+        raise UsageError(f"table fields: {error}") from error
     types = {f.name: f.dataType for f in items.schema.fields}
     for field in fields:
         expected = ArrayType(IntegerType()) if field.multi else IntegerType()
@@ -35,6 +26,4 @@ def item_fields(fields_table: DataFrame, items: DataFrame) -> list[ItemField]:
             raise UsageError(f"table items: no column for item field {field.name!r} (columns: {', '.join(types)})")
         if type(actual) is not type(expected) or (field.multi and actual.elementType != IntegerType()):
             raise UsageError(f"table items: field {field.name!r} has type {actual.simpleString()}, expected {expected.simpleString()}")
-        if field.length < 1:
-            raise UsageError(f"table fields: field {field.name!r} has length {field.length}, expected >= 1")
     return fields

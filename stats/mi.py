@@ -32,9 +32,9 @@ from pyspark import RDD, cloudpickle
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from towerssl.fields import ITEM_ID_FIELD, FieldSpec
 from towerssl.lake import Snapshot
 from towerssl.stats import cells
-from towerssl.stats.fields import ID_FIELD, ItemField
 
 cloudpickle.register_pickle_by_value(cells)  # the tasks get the kernel's code itself: no towerssl on executors
 
@@ -60,7 +60,7 @@ class FeatureMI:
 SCHEMA = "field_a string, field_b string, mi double, nmi double"
 
 
-def compute_feature_mi(items: DataFrame, fields: list[ItemField], weight: str | None = None, unique: Iterable[str] = (ID_FIELD,),
+def compute_feature_mi(items: DataFrame, fields: list[FieldSpec], weight: str | None = None, unique: Iterable[str] = (ITEM_ID_FIELD,),
                        reducers: int | None = None) -> FeatureMI:
     """MI and nmi of all pairs of `fields`: one Spark job (the cells per task, one shuffle of a blob per task
     and reducer, the per-pair sums per reducer), whose few rows the driver adds up and turns into entropies.
@@ -78,7 +78,7 @@ def compute_feature_mi(items: DataFrame, fields: list[ItemField], weight: str | 
     return _sum_blobs(blobs.rdd.map(lambda row: (row[0], row[1])), reducers, plan.names)
 
 
-def snapshot_feature_mi(spark: SparkSession, snapshot: Snapshot, fields: list[ItemField], unique: Iterable[str] = (ID_FIELD,),
+def snapshot_feature_mi(spark: SparkSession, snapshot: Snapshot, fields: list[FieldSpec], unique: Iterable[str] = (ITEM_ID_FIELD,),
                         reducers: int | None = None, tasks: int | None = None) -> FeatureMI:
     """compute_feature_mi over a pinned Delta snapshot of `items`, each item weighing 1, with the tasks
     reading the snapshot's Parquet files themselves (pyarrow, as the trainer does) instead of a Spark scan
@@ -100,7 +100,7 @@ def readable_by_tasks(snapshot: Snapshot) -> bool:
     return bool(snapshot.files) and all(uri.startswith("file:") for uri in snapshot.files)
 
 
-def _plan(fields: list[ItemField], unique: Iterable[str], weighted: bool) -> cells.CellPlan:
+def _plan(fields: list[FieldSpec], unique: Iterable[str], weighted: bool) -> cells.CellPlan:
     unique = set(unique)
     return cells.CellPlan(
         names=tuple(f.name for f in fields),
@@ -127,7 +127,7 @@ def _sum_blobs(blobs: RDD, reducers: int, names: tuple[str, ...]) -> FeatureMI:
     return finish(list(names), [(a, b, *sums) for (a, b), sums in per_pair.items()])
 
 
-def feature_mi(items: DataFrame, fields: list[ItemField], weight: str | None = None, unique: Iterable[str] = (ID_FIELD,)) -> DataFrame:
+def feature_mi(items: DataFrame, fields: list[FieldSpec], weight: str | None = None, unique: Iterable[str] = (ITEM_ID_FIELD,)) -> DataFrame:
     """The `feature_mi` table (field_a, field_b, mi, nmi) for all ordered pairs of `fields`, diagonal
     included: compute_feature_mi(...).frame(). Runs the Spark job now; the frame is k*k driver rows."""
     return compute_feature_mi(items, fields, weight, unique).frame(items.sparkSession)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from towerssl.fields import FieldSpec
+from towerssl.indices import DEFAULT, PAD
 from towerssl.model.augment import Augmenter, apply_masks, cfm_groups, cfm_masks, drop_values, independent_masks, rfm_masks
 from towerssl.model.config import AUGMENTATION_ALIASES, AUGMENTATIONS, ModelConfig
-from towerssl.model.features import DEFAULT, PAD, FieldSpec
 from towerssl.model.towers import Tower
 
 FIELDS = (

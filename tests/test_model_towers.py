@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from towerssl.fields import FeatureSpec
+from towerssl.indices import DEFAULT, PAD
 from towerssl.model.config import ModelConfig
-from towerssl.model.features import DEFAULT, PAD, FeatureSpec
 from towerssl.model.towers import Tower, TwoTowers
 
 ROWS = [  # shaped like the `fields` Delta table, deliberately out of order

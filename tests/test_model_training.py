@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from towerssl.fields import FeatureSpec
+from towerssl.indices import DEFAULT, PAD
 from towerssl.model.config import ModelConfig
 from towerssl.model.corpus import ItemCorpus
-from towerssl.model.features import DEFAULT, PAD, FeatureSpec
 from towerssl.model.objective import TwoTowerSSL
 
 NUM_ITEMS, NUM_USERS, CLUSTERS = 60, 120, 6

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from towerssl.etl.job import EtlConfig, run_etl
+from towerssl.fields import FeatureSpec
 from towerssl.lake import read_table
 from towerssl.model.config import ModelConfig
-from towerssl.model.features import FeatureSpec, mask_rows
+from towerssl.model.features import mask_rows
 from towerssl.model.towers import TwoTowers
 
 from rawdata import write_raw

@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 
 from towerssl.errors import UsageError
+from towerssl.fields import FIELDS_SCHEMA, FieldSpec
 from towerssl.lake import Snapshot, pinned_snapshot, read_table, write_table
-from towerssl.stats.fields import ItemField, item_fields
+from towerssl.stats.fields import item_fields
 from towerssl.stats.mi import FeatureMI, feature_mi, readable_by_tasks, snapshot_feature_mi
 from towerssl.stats.readers import load_mi_matrix
 
-FIELDS = [
-    ItemField("item", False, 1),
-    ItemField("genre", True, 4),
-    ItemField("brand", False, 1),
-    ItemField("tags", True, 3),
-    ItemField("color", False, 1),
+FIELDS = [  # cardinality: the largest value random_items draws + 1 (ids for up to 500 items)
+    FieldSpec("item", "item", False, 1, 503),
+    FieldSpec("genre", "item", True, 4, 9),
+    FieldSpec("brand", "item", False, 1, 9),
+    FieldSpec("tags", "item", True, 3, 7),
+    FieldSpec("color", "item", False, 1, 6),
 ]
 COLUMNS = {"item_idx": "int", "item_id": "long", "item": "int", "genre": "array<int>", "brand": "int", "tags": "array<int>", "color": "int", "clicks": "long"}
 SCHEMA = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
@@ -148,7 +149,7 @@ def test_mi_of_a_single_valued_field_with_itself_is_its_entropy(spark):
     brand = rng.integers(2, 12, size=300)
     rows = [(i, int(b), int(b)) for i, b in enumerate(brand)]
     items = spark.createDataFrame(rows, "item_idx int, brand int, brand_copy int")
-    fields = [ItemField("brand", False, 1), ItemField("brand_copy", False, 1)]
+    fields = [FieldSpec("brand", "item", False, 1, 12), FieldSpec("brand_copy", "item", False, 1, 12)]
     got = {(r.field_a, r.field_b): (r.mi, r.nmi) for r in feature_mi(items, fields).collect()}
 
     counts = np.bincount(brand[brand >= 3]).astype(np.float64)
@@ -167,7 +168,7 @@ def test_independent_fields_have_near_zero_mi_and_a_dependent_one_does_not(spark
     shade = np.where(rng.random(n) < 0.8, colour, rng.integers(3, 8, size=n))  # mostly colour
     rows = list(zip(range(n), colour.tolist(), size.tolist(), shade.tolist()))
     items = spark.createDataFrame(rows, "item_idx int, colour int, size int, shade int")
-    fields = [ItemField(name, False, 1) for name in ("colour", "size", "shade")]
+    fields = [FieldSpec(name, "item", False, 1, 8) for name in ("colour", "size", "shade")]
     got = {(r.field_a, r.field_b): r.mi for r in feature_mi(items, fields).collect()}
 
     # The plug-in estimate of an MI that is 0 has a bias of about (5 - 1)^2 / (2 n) = 4e-4 nats.
@@ -191,16 +192,19 @@ def test_load_mi_matrix_orders_fields_as_asked(spark, random_lake, tmp_path):
         load_mi_matrix(spark, tmp_path, order + ["size"])
 
 
-def test_item_fields_follow_position_and_reject_a_column_of_the_wrong_type(spark):
+def test_item_fields_follow_position_and_reject_a_wrong_column_or_field_row(spark):
     fields_table = spark.createDataFrame(
         [("tags", "item", True, 3, 9, 2), ("item", "item", False, 1, 50, 0), ("age", "user", False, 1, 9, 3), ("brand", "item", False, 1, 9, 1)],
-        "field string, owner string, multi boolean, length int, cardinality int, position int",
+        FIELDS_SCHEMA,
     )
     items = spark.createDataFrame([(0, 3, 4, [3, 0, 0])], "item_idx int, item int, brand int, tags array<int>")
-    assert item_fields(fields_table, items) == [ItemField("item", False, 1), ItemField("brand", False, 1), ItemField("tags", True, 3)]
+    assert item_fields(fields_table, items) == [FieldSpec("item", "item", False, 1, 50), FieldSpec("brand", "item", False, 1, 9), FieldSpec("tags", "item", True, 3, 9)]
 
     wrong = spark.createDataFrame([(0, 3, [4], [3, 0, 0])], "item_idx int, item int, brand array<int>, tags array<int>")
     with pytest.raises(UsageError, match="field 'brand' has type array<int>, expected int"):
         item_fields(fields_table, wrong)
     with pytest.raises(UsageError, match="no column for item field 'tags'"):
         item_fields(fields_table, items.drop("tags"))
+    no_length = spark.createDataFrame([("item", "item", False, 1, 50, 0), ("tags", "item", True, 0, 9, 1)], FIELDS_SCHEMA)
+    with pytest.raises(UsageError, match="table fields: field 'tags': length must be 1 for a single-valued field and >= 1 otherwise, got 0"):
+        item_fields(no_length, items)

@@ -32,8 +32,8 @@ from towerssl.etl.amazon_attributes import item_rows
 from towerssl.etl.csvtext import records as csv_records
 from towerssl.etl.files import input_files
 from towerssl.etl.raw import INVALID_UTF8, WRONG_COLUMNS
+from towerssl.fields import ITEM_ID_FIELD, FieldSpec
 from towerssl.indices import FIRST_VALUE
-from towerssl.model.features import ITEM_ID_FIELD, FieldSpec
 from towerssl.trainer.embed import embed
 from towerssl.trainer.export import ITEM_TOWER_FILE
 from towerssl.trainer.faiss_index import build_flat_index, save_index, write_item_embeddings

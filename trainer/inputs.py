@@ -19,8 +19,9 @@ import torch
 
 from towerssl.delta_rs import pin
 from towerssl.errors import UsageError
+from towerssl.fields import FeatureSpec, FieldSpec
 from towerssl.lake import Snapshot, dense_order, read_snapshot
-from towerssl.model.features import FeatureSpec, Features, FieldSpec
+from towerssl.model.features import Features
 from towerssl.stats.readers import log_p_by_item, mi_matrix
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,10 @@ from deltalake import DeltaTable
 
 from towerssl.delta_rs import open_table, snapshot, write_arrow
 from towerssl.errors import UsageError
+from towerssl.fields import ITEM_ID_FIELD, FieldSpec
 from towerssl.indices import DEFAULT, PAD, UNKNOWN, UNTRAINED_ID_CHOICES
 from towerssl.lake import read_snapshot, table_path
-from towerssl.model.features import ITEM_ID_FIELD, Features, FieldSpec
+from towerssl.model.features import Features
 from towerssl.trainer.run_model import TrainedRun
 
 VOCAB_TABLE = "item_vocab"
