@@ -132,7 +132,7 @@ def markdown(config: ExperimentConfig, results: dict[str, Any], skipped: dict[st
             lines += [f"**{metric}**", "", "| variant | settings | " + " | ".join(SLICES) + " |", "|" + " --- |" * (len(SLICES) + 2)]
             lines.append(f"| {BASELINE} | | " + " | ".join(_cell_text(cell["baseline"][metric][s]) for s in SLICES) + " |")
             for variant, data in cell["variants"].items():
-                settings = ", ".join(f"{k}={v}" for k, v in data["params"].items()) + (f", steps={data['refit_steps']}" if data["refit_steps"] else "")
+                settings = ", ".join([f"{k}={v}" for k, v in data["params"].items()] + ([f"steps={data['refit_steps']}"] if data["refit_steps"] else []))
                 lines.append(f"| {variant} | {settings} | " + " | ".join(_cell_text(data["test"][metric][s]) for s in SLICES) + " |")
             lines.append("")
         lines += ["**Against the target** (Recall@50 vs no SSL; the tail and new-item conditions also need the means to differ by more than the sum of their stds)", "",
