@@ -114,7 +114,6 @@ class TrainingData:
         # Validation users: warm users with a validation click that is not one of their training items.
         self.valid_users = np.flatnonzero((valid.counts() > 0) & (self.train_items.counts() > 0))
         self.valid_relevant = valid.take(self.valid_users).without(self.train_items.take(self.valid_users), n_items)
-        self.n_items = n_items
         log.info("loaded %d items, %d users, %d training clicks, %d validation users", n_items, n_users, len(train_users), self.valid_users.size)
 
     def gather_users(self, user_idx: torch.Tensor) -> dict[str, torch.Tensor]:
